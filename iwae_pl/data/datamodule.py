@@ -1,0 +1,224 @@
+"""LightningDataModule serving binary images from in-memory tensors.
+
+Every batch of every loader is a tuple ``(x, index)``: ``x`` float32 ``[B, D]`` with values exactly 0.0 / 1.0,
+``index`` int64 ``[B]`` = each data point's position in its split (evaluation derives per-point noise from it).
+
+Binarization:
+- ``binarized_mnist`` is already binary (Larochelle's fixed binarization) and is served as is.
+- The other datasets hold gray values in [0, 1]. Training batches are *dynamically* binarized: a fresh
+  Bernoulli draw every time a batch is served, from a ``torch.Generator`` seeded by ``(seed, global rank)``
+  (and, inside DataLoader workers, the worker's seed), so runs are reproducible and DDP ranks differ.
+  Validation and test sets are binarized *once* with a generator seeded from ``seed`` alone, so they are
+  identical across runs, ranks and processes.
+
+Batches are produced by :meth:`BinaryDataset.__getitems__` (one tensor gather and one Bernoulli draw per
+batch, no per-item Python work) through a plain ``DataLoader`` with an identity ``collate_fn``, so
+Lightning can still swap in its ``DistributedSampler``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from iwae_pl.data.download import DataError
+from iwae_pl.data.sources import SPLITS, dataset_spec, load_splits
+
+__all__ = ["BinarizedDataModule", "BinaryDataset", "identity_collate", "derive_seed"]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+# Stream identifiers mixed into the seed, so that no two random streams coincide.
+_STREAM = {"train": 0, "val": 1, "test": 2, "shuffle": 3}
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed that depends on all ``keys`` (non-negative ints), well mixed by numpy's SeedSequence."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0]) & ((1 << 63) - 1)
+
+
+def identity_collate(batch: Batch) -> Batch:
+    """``__getitems__`` already returns the whole batch: nothing to collate."""
+    return batch
+
+
+class BinaryDataset(Dataset):
+    """In-memory images ``data`` float32 ``[N, D]``, served as ``(x [B, D], index int64 [B])`` batches.
+
+    With ``seed=None`` the data must already be 0/1 and is served as is. With a seed, ``data`` holds
+    probabilities and every batch is a fresh Bernoulli draw from a generator seeded by ``seed`` (mixed with
+    the worker's seed inside a DataLoader worker, whose copy of the dataset would otherwise repeat the
+    parent's stream in every worker and every epoch).
+    """
+
+    def __init__(self, data: torch.Tensor, seed: int | None = None) -> None:
+        if data.ndim != 2 or data.dtype != torch.float32:
+            raise ValueError(f"data must be float32 [N, D], got {data.dtype} {tuple(data.shape)}")
+        self.data = data
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self._generator_key: int | None = None
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    def _rng(self) -> torch.Generator:
+        info = get_worker_info()
+        key = -1 if info is None else info.seed
+        if self._generator is None or self._generator_key != key:
+            seed = self.seed if info is None else derive_seed(self.seed, info.seed)
+            self._generator = torch.Generator().manual_seed(seed)
+            self._generator_key = key
+        return self._generator
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        x = self.data[index]
+        if self.seed is not None:
+            x = torch.bernoulli(x, generator=self._rng())
+        return x, index
+
+    def __getitem__(self, i: int) -> Batch:
+        x, index = self.__getitems__([int(i)])
+        return x[0], index[0]
+
+    def __getstate__(self) -> dict:
+        # Workers rebuild their own generator (see _rng); don't ship the parent's.
+        return {**self.__dict__, "_generator": None, "_generator_key": None}
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise DataError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class BinarizedDataModule(pl.LightningDataModule):
+    """Binary image datasets for (importance-weighted) autoencoders.
+
+    Args:
+        dataset: one of ``binarized_mnist``, ``mnist``, ``omniglot``, ``fashion_mnist``, ``digits``.
+        data_dir: root of ``<data_dir>/<dataset>/<file>``; None = $IWAE_PL_DATA_DIR, else ~/.cache/iwae_pl.
+        batch_size: training batch size.
+        eval_batch_size: batch size of the validation, test and predict loaders.
+        seed: seeds the dynamic binarization, the fixed val/test binarization and the shuffling.
+        download: download missing files (checksum-verified); False = local files only.
+        num_workers: DataLoader worker processes (0 = load in the main process, usually fastest here).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        data_dir: str | None = None,
+        batch_size: int = 20,
+        eval_batch_size: int = 500,
+        seed: int = 0,
+        download: bool = True,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.spec = dataset_spec(dataset)
+        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.eval_batch_size = _check_int("eval_batch_size", eval_batch_size, 1)
+        self.seed = _check_int("seed", seed, 0)
+        self.num_workers = _check_int("num_workers", num_workers, 0)
+        if not isinstance(download, bool):
+            raise DataError(f"download must be True or False, got {download!r}")
+        if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+            raise DataError(f"data_dir must be a path or None, got {data_dir!r}")
+        self.dataset = dataset
+        self.data_dir = data_dir
+        self.download = download
+        self.save_hyperparameters()
+        self._gray: dict[str, torch.Tensor] = {}  # float32 [N, D] gray values, per loaded split
+        self._datasets: dict[str, BinaryDataset] = {}
+        self._train_rank: int | None = None
+
+    @property
+    def input_dim(self) -> int:
+        """Pixels per image (64 for digits, 784 for the MNIST-likes); known without loading."""
+        return self.spec.input_dim
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(rows, cols) of one image, for image grids."""
+        return self.spec.image_shape
+
+    # ------------------------------------------------------------------------------------------ loading
+
+    def _load(self, splits: Sequence[str]) -> None:
+        missing = [s for s in splits if s not in self._gray]
+        if missing:
+            arrays = load_splits(self.dataset, self.data_dir, self.download, missing)
+            self._gray.update({s: torch.from_numpy(np.ascontiguousarray(arrays[s])) for s in missing})
+
+    def _global_rank(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.global_rank) if trainer is not None else 0
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the splits ``stage`` needs: fit -> train+val, validate -> val, test/predict -> test, None -> all."""
+        if stage is not None and stage not in _STAGE_SPLITS:
+            raise DataError(f"unknown stage {stage!r}; choose one of: {', '.join(_STAGE_SPLITS)} or None")
+        splits = SPLITS if stage is None else _STAGE_SPLITS[stage]
+        self._load(splits)
+        for split in splits:
+            self._build(split)
+
+    def _build(self, split: str) -> None:
+        gray = self._gray[split]
+        if self.spec.prebinarized:
+            self._datasets[split] = BinaryDataset(gray)
+        elif split == "train":
+            rank = self._global_rank()
+            if "train" not in self._datasets or self._train_rank != rank:
+                self._datasets["train"] = BinaryDataset(gray, seed=derive_seed(self.seed, _STREAM["train"], rank))
+                self._train_rank = rank
+        elif split not in self._datasets:  # fixed once: independent of rank, run and process
+            g = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM[split]))
+            self._datasets[split] = BinaryDataset(torch.bernoulli(gray, generator=g))
+
+    def _dataset(self, split: str) -> BinaryDataset:
+        if split not in self._datasets:  # used outside a Trainer, without setup(): set up lazily
+            self._load((split,))
+            self._build(split)
+        return self._datasets[split]
+
+    def train_mean(self) -> torch.Tensor:
+        """Per-pixel mean of the training gray values (probabilities), float32 ``[D]``; loads train if needed."""
+        self._load(("train",))
+        return self._gray["train"].mean(dim=0, dtype=torch.float64).to(torch.float32)
+
+    # ------------------------------------------------------------------------------------------ loaders
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM["shuffle"])) if shuffle else None
+        return DataLoader(
+            self._dataset(split),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=identity_collate,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test set, in order."""
+        return self._loader("test", self.eval_batch_size, shuffle=False)
