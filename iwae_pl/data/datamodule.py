@@ -88,10 +88,6 @@ class BinaryDataset(Dataset):
         x, index = self.__getitems__([int(i)])
         return x[0], index[0]
 
-    def __getstate__(self) -> dict:
-        # Workers rebuild their own generator (see _rng); don't ship the parent's.
-        return {**self.__dict__, "_generator": None, "_generator_key": None}
-
 
 def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
