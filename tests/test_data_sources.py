@@ -31,8 +31,13 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
-def amat_bytes(array: np.ndarray) -> bytes:
-    return "".join(" ".join(map(str, row)) + " \n" for row in array).encode()
+def amat_bytes(array: np.ndarray, line_end: str = "\n") -> bytes:
+    """Larochelle's layout by default: values separated by single spaces, one image per line."""
+    n, dim = array.shape
+    grid = np.full((n, 2 * dim - 1), ord(" "), np.uint8)
+    grid[:, 0::2] = array + ord("0")
+    ends = np.tile(np.frombuffer(line_end.encode(), np.uint8), (n, 1))
+    return np.concatenate([grid, ends], axis=1).tobytes()
 
 
 def pin(monkeypatch, dataset: str, directory: Path, algo: str = "md5") -> None:
@@ -196,6 +201,7 @@ def binary(n: int) -> np.ndarray:
 def test_read_amat_roundtrip_and_tolerates_spacing(tmp_path):
     a = binary(6)
     assert np.array_equal(read_amat(write(tmp_path / "a.amat", amat_bytes(a))), a)
+    assert np.array_equal(read_amat(write(tmp_path / "c.amat", amat_bytes(a, " \n"))), a)
     # No trailing spaces, CRLF line ends, no final newline.
     text = "\r\n".join(" ".join(map(str, row)) for row in a).encode()
     assert np.array_equal(read_amat(write(tmp_path / "b.amat", text)), a)
@@ -364,3 +370,15 @@ def test_real_mnist_t10k():
     assert test.shape == (10000, 784) and test.dtype == np.float32
     assert test.min() == 0.0 and test.max() == 1.0
     assert 0.1 < test.mean() < 0.15  # MNIST's mean gray level is about 0.13
+
+
+def test_real_amat_layout(tmp_path):
+    """Rebuilt from the npz in Larochelle's layout, the valid split hashes to the published sha256 and parses back."""
+    npz = real_data_dir() / "binarized_mnist" / "binarized_mnist_uint8.npz"
+    if not npz.exists():
+        pytest.skip(f"{npz} not present")
+    valid = np.load(npz)["valid"]
+    path = write(tmp_path / "binarized_mnist_valid.amat", amat_bytes(valid))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == (
+        "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2")
+    np.testing.assert_array_equal(read_amat(path), valid)

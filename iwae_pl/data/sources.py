@@ -193,10 +193,24 @@ def _read_idx_images(path: Path, shape: tuple[int, int] = (28, 28)) -> np.ndarra
     return images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
 
 
+def _amat_exact_layout(raw: np.ndarray, dim: int) -> np.ndarray | None:
+    """Larochelle's files are exactly ``"d d ... d\\n"`` (2 * dim bytes a line; rebuilding them so from the npz
+    reproduces the published sha256): parse them by reshaping. None if ``raw`` has any other layout."""
+    if raw.size == 0 or raw.size % (2 * dim):
+        return None
+    grid = raw.reshape(-1, 2 * dim)
+    values, gaps = grid[:, 0::2], grid[:, 1::2]
+    if not (((values == ord("0")) | (values == ord("1"))).all() and (gaps[:, :-1] == ord(" ")).all()
+            and (gaps[:, -1] == ord("\n")).all()):
+        return None
+    return values - ord("0")
+
+
 def read_amat(path: str | os.PathLike, dim: int = 784) -> np.ndarray:
     """Parse a .amat text file (lines of ``dim`` space-separated '0'/'1') into a uint8 array [N, dim].
 
-    Vectorised over the raw bytes instead of np.loadtxt (50,000 lines parse in well under a second).
+    Vectorised over the raw bytes instead of np.loadtxt: the exact layout of Larochelle's files is parsed by
+    a reshape (50,000 lines in about 0.3 s); any other spacing goes through a general pass.
     """
     path = Path(path)
     try:
@@ -204,6 +218,9 @@ def read_amat(path: str | os.PathLike, dim: int = 784) -> np.ndarray:
     except OSError as e:
         raise DataError(f"cannot read {path}: {e}") from e
     zero, one, newline = ord("0"), ord("1"), ord("\n")
+    fast = _amat_exact_layout(raw, dim)
+    if fast is not None:
+        return fast
     is_digit = (raw == zero) | (raw == one)
     allowed = is_digit | (raw == ord(" ")) | (raw == newline) | (raw == ord("\r")) | (raw == ord("\t"))
     if not allowed.all():
