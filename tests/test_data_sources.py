@@ -91,7 +91,7 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
     assert resolve_data_dir(tmp_path / "x") == tmp_path / "x"
 
 
-# ------------------------------------------------------------------------------------------ idx (mnist, fashion)
+# ------------------------------------------------------------------------------------------ idx files
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 def test_idx_loader_splits_and_values(dataset, tmp_path, monkeypatch, no_system_dirs):
@@ -127,7 +127,8 @@ def test_fashion_from_system_dir_accepts_recompressed_gz(tmp_path, monkeypatch):
                  for k, v in raw.items()}
     for k, v in raw.items():
         write(system / f"{k}-images-idx3-ubyte.gz", gzip.compress(v, 1, mtime=99))
-    table = {n: RemoteFile(n, (), f"md5:{published[n]}", f"md5:{content[n.split('-')[0]]}") for n in published}
+    table = {n: RemoteFile(n, (), f"md5:{published[n]}", f"md5:{content[n.split('-')[0]]}")
+             for n in published}
     monkeypatch.setitem(sources.REMOTE_FILES, "fashion_mnist", table)
     out = load_splits("fashion_mnist", tmp_path / "empty-data-dir", download=False)
     assert {k: v.shape for k, v in out.items()} == {"train": (1, 784), "val": (400, 784), "test": (3, 784)}
@@ -373,7 +374,7 @@ def test_real_mnist_t10k():
 
 
 def test_real_amat_layout(tmp_path):
-    """Rebuilt from the npz in Larochelle's layout, the valid split hashes to the published sha256 and parses back."""
+    """The valid split rebuilt from the npz in Larochelle's layout has the published sha256, parses back."""
     npz = real_data_dir() / "binarized_mnist" / "binarized_mnist_uint8.npz"
     if not npz.exists():
         pytest.skip(f"{npz} not present")

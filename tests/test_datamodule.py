@@ -168,7 +168,8 @@ def test_fixed_evaluation_binarization_is_identical_across_instances_and_epochs(
         assert is_binary(v1) and torch.equal(v1, get(dm1))  # binarized once
         assert torch.equal(v1, get(dm2))  # same seed, other instance and batch size
         assert not torch.equal(v1, get(dm3))  # other seed
-    assert not torch.equal(by_index(*epoch(dm1.val_dataloader())), by_index(*epoch(dm1.test_dataloader()))[:200])
+    val, test = (by_index(*epoch(loader)) for loader in (dm1.val_dataloader(), dm1.test_dataloader()))
+    assert not torch.equal(val, test[:200])
 
 
 def test_ranks_get_different_training_draws_but_the_same_evaluation_data():
@@ -273,8 +274,8 @@ def test_mnist_test_stage_reads_only_t10k(tmp_path, monkeypatch):
 
 def test_fixed_binarization_dataset_is_served_unchanged(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
-    arrays = {k: rng.integers(0, 2, (n, 784), dtype=np.uint8) for k, n in (("train", 30), ("valid", 7),
-                                                                            ("test", 9))}
+    sizes = {"train": 30, "valid": 7, "test": 9}
+    arrays = {k: rng.integers(0, 2, (n, 784), dtype=np.uint8) for k, n in sizes.items()}
     d = tmp_path / "binarized_mnist"
     d.mkdir()
     np.savez(d / "binarized_mnist_uint8.npz", **arrays)
@@ -334,9 +335,9 @@ class _Probe(pl.LightningModule):
 def test_runs_under_a_lightning_trainer():
     dm = BinarizedDataModule(dataset="digits", batch_size=16, eval_batch_size=100)
     model = _Probe(dm.input_dim)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=3, limit_val_batches=2,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=3,
+                         limit_val_batches=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)
     trainer.predict(model, datamodule=dm)

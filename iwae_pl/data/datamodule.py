@@ -1,7 +1,8 @@
 """LightningDataModule serving binary images from in-memory tensors.
 
 Every batch of every loader is a tuple ``(x, index)``: ``x`` float32 ``[B, D]`` with values exactly 0.0 / 1.0,
-``index`` int64 ``[B]`` = each data point's position in its split (evaluation derives per-point noise from it).
+``index`` int64 ``[B]`` = each data point's position in its split (evaluation derives per-point noise
+from it).
 
 Binarization:
 - ``binarized_mnist`` is already binary (Larochelle's fixed binarization) and is served as is.
@@ -159,7 +160,7 @@ class BinarizedDataModule(pl.LightningDataModule):
         return int(trainer.global_rank) if trainer is not None else 0
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the splits ``stage`` needs: fit -> train+val, validate -> val, test/predict -> test, None -> all."""
+        """Load what ``stage`` needs: fit -> train+val, validate -> val, test/predict -> test, None -> all."""
         if stage is not None and stage not in _STAGE_SPLITS:
             raise DataError(f"unknown stage {stage!r}; choose one of: {', '.join(_STAGE_SPLITS)} or None")
         splits = SPLITS if stage is None else _STAGE_SPLITS[stage]
@@ -174,7 +175,8 @@ class BinarizedDataModule(pl.LightningDataModule):
         elif split == "train":
             rank = self._global_rank()
             if "train" not in self._datasets or self._train_rank != rank:
-                self._datasets["train"] = BinaryDataset(gray, seed=derive_seed(self.seed, _STREAM["train"], rank))
+                seed = derive_seed(self.seed, _STREAM["train"], rank)
+                self._datasets["train"] = BinaryDataset(gray, seed=seed)
                 self._train_rank = rank
         elif split not in self._datasets:  # fixed once: independent of rank, run and process
             g = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM[split]))
@@ -187,14 +189,18 @@ class BinarizedDataModule(pl.LightningDataModule):
         return self._datasets[split]
 
     def train_mean(self) -> torch.Tensor:
-        """Per-pixel mean of the training gray values (probabilities), float32 ``[D]``; loads train if needed."""
+        """Per-pixel mean of the training gray values (probabilities), float32 ``[D]``; loads train if
+        needed (the model may ask before ``setup``)."""
         self._load(("train",))
         return self._gray["train"].mean(dim=0, dtype=torch.float64).to(torch.float32)
 
     # ------------------------------------------------------------------------------------------ loaders
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM["shuffle"])) if shuffle else None
+        # A seeded shuffle: the order does not depend on the global RNG.
+        generator = None
+        if shuffle:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM["shuffle"]))
         return DataLoader(
             self._dataset(split),
             batch_size=batch_size,

@@ -63,7 +63,8 @@ class RemoteFile:
 def _split_checksum(checksum: str) -> tuple[str, str]:
     algo, sep, digest = checksum.partition(":")
     if not sep or algo not in ALGORITHMS or not digest:
-        raise DataError(f"bad checksum spec {checksum!r}: expected 'ALGO:HEX' with ALGO in {', '.join(ALGORITHMS)}")
+        raise DataError(f"bad checksum spec {checksum!r}: expected 'ALGO:HEX' with ALGO one of "
+                        f"{', '.join(ALGORITHMS)}")
     return algo, digest.lower()
 
 
@@ -85,7 +86,7 @@ def _read_chunks(f) -> Iterable[bytes]:
 
 
 def file_checksum(path: str | os.PathLike, algo: str, *, gunzip: bool = False) -> str:
-    """Hex digest of the file at ``path`` (of its gunzipped content if ``gunzip``); ``algo`` as in ALGORITHMS."""
+    """Hex digest of the file at ``path`` (of its gunzipped content if ``gunzip``); ``algo`` in ALGORITHMS."""
     path = Path(path)
     if not gunzip:
         with open(path, "rb") as f:
@@ -99,7 +100,7 @@ def file_checksum(path: str | os.PathLike, algo: str, *, gunzip: bool = False) -
 
 
 def _mismatch(path: Path, remote: RemoteFile) -> str | None:
-    """None if ``path`` matches ``remote``'s checksum (or its content checksum), else 'expected ..., got ...'."""
+    """None if ``path`` matches ``remote``'s checksum (or content checksum), else 'expected ..., got ...'."""
     algo, expected = _split_checksum(remote.checksum)
     actual = file_checksum(path, algo)
     if actual == expected:
@@ -126,8 +127,8 @@ def verify_file(path: str | os.PathLike, remote: RemoteFile) -> Path:
         raise DataError(f"cannot read {path}: {e}") from e
     if problem is not None:
         raise DataError(
-            f"checksum mismatch for {path}: {problem}; the file is corrupt or not the expected one, delete it "
-            f"to download it again"
+            f"checksum mismatch for {path}: {problem}; the file is corrupt or not the expected one, "
+            f"delete it to download it again"
         )
     return path
 

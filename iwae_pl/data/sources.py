@@ -80,8 +80,9 @@ def _mirrored(name: str, mirrors: tuple[str, ...], md5: str, content_md5: str | 
 # dataset -> file name -> RemoteFile. Only the files the loaders read (labels are never needed).
 REMOTE_FILES: dict[str, dict[str, RemoteFile]] = {
     "binarized_mnist": {
-        BINARIZED_MNIST_NPZ: RemoteFile(
-            BINARIZED_MNIST_NPZ, (), "sha256:350243cb824d66d022e0c3e87cac231231668817ff03f5f6d7b6533017d56b4b"),
+        BINARIZED_MNIST_NPZ: RemoteFile(  # local only (no URL): the shared copy of the three .amat files
+            BINARIZED_MNIST_NPZ, (),
+            "sha256:350243cb824d66d022e0c3e87cac231231668817ff03f5f6d7b6533017d56b4b"),
         **{f.name: f for f in (
             _amat("train", "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d"),
             _amat("valid", "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2"),
@@ -189,13 +190,13 @@ def _read_idx_images(path: Path, shape: tuple[int, int] = (28, 28)) -> np.ndarra
     """idx images -> float32 [N, rows*cols] gray values in [0, 1]."""
     images = read_idx(path)
     if images.ndim != 3 or images.shape[1:] != shape:
-        raise DataError(f"{path} holds an array of shape {images.shape}, expected (N, {shape[0]}, {shape[1]})")
+        raise DataError(f"{path} holds shape {images.shape}, expected (N, {shape[0]}, {shape[1]})")
     return images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
 
 
 def _amat_exact_layout(raw: np.ndarray, dim: int) -> np.ndarray | None:
-    """Larochelle's files are exactly ``"d d ... d\\n"`` (2 * dim bytes a line; rebuilding them so from the npz
-    reproduces the published sha256): parse them by reshaping. None if ``raw`` has any other layout."""
+    """Larochelle's files are exactly ``"d d ... d\\n"`` (2 * dim bytes a line; rebuilding them so from
+    the npz reproduces the published sha256): parse them by reshaping. None for any other layout."""
     if raw.size == 0 or raw.size % (2 * dim):
         return None
     grid = raw.reshape(-1, 2 * dim)
@@ -265,7 +266,7 @@ def _load_binarized_mnist(files: _Files, splits: Collection[str]) -> Arrays:
             out[split] = read_amat(files.get(f"binarized_mnist_{names[split]}.amat"))
     for split, x in out.items():
         if x.ndim != 2 or x.shape[1] != 784 or not ((x == 0) | (x == 1)).all():
-            raise DataError(f"binarized_mnist {split} split must be 0/1 of shape (N, 784), got shape {x.shape}")
+            raise DataError(f"binarized_mnist {split} split must be 0/1 of shape (N, 784), got {x.shape}")
     return {split: x.astype(np.float32) for split, x in out.items()}
 
 
@@ -276,7 +277,7 @@ def _load_idx_pair(files: _Files, splits: Collection[str], n_val: int = 400) -> 
         path = files.get("train-images-idx3-ubyte.gz")
         x = _read_idx_images(path)
         if len(x) <= n_val:
-            raise DataError(f"{path} holds {len(x)} images, need more than the {n_val} held out for validation")
+            raise DataError(f"{path} holds {len(x)} images, need more than the {n_val} held out for val")
         out.update(train=x[:-n_val], val=x[-n_val:])
     if "test" in splits:
         out["test"] = _read_idx_images(files.get("t10k-images-idx3-ubyte.gz"))
@@ -371,7 +372,8 @@ def load_splits(
     out = spec.loader(files, tuple(dict.fromkeys(splits)))
     for split, x in out.items():
         if x.ndim != 2 or x.shape[1] != spec.input_dim or x.dtype != np.float32:
-            raise DataError(f"{dataset} {split}: got {x.dtype} {x.shape}, expected float32 (N, {spec.input_dim})")
+            raise DataError(f"{dataset} {split}: got {x.dtype} {x.shape}, "
+                            f"expected float32 (N, {spec.input_dim})")
         if not (np.isfinite(x).all() and x.min(initial=0.0) >= 0.0 and x.max(initial=0.0) <= 1.0):
             raise DataError(f"{dataset} {split}: gray values outside [0, 1]")
     return out
