@@ -9,6 +9,7 @@ a data point's estimate does not depend on the chunk size or on the batch it is 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -30,13 +31,15 @@ def auto_chunk(batch_size: int, k: int, max_rows: int = DEFAULT_MAX_ROWS) -> int
 
 @torch.no_grad()
 def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *, seed: int = 0,
-                   chunk: int | None = None) -> Tensor:
+                   chunk: int | None = None, keep: Sequence[Tensor | None] | None = None) -> Tensor:
     """L_k for each data point.
 
     Args:
         net: the network. x: [B, D] binary data. index: [B] the data points' dataset indices (they
             select the noise). k: samples per data point. seed: evaluation seed.
         chunk: samples per data point per forward pass (default: ``auto_chunk``).
+        keep: optional per layer bool [d_l]: evaluate with the False units pruned (see
+            ``IWAENetwork.log_weights``), for Burda et al.'s check that inactive units do not matter.
     Returns:
         [B] float32 estimates of log p(x).
     """
@@ -49,6 +52,6 @@ def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *,
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
         eps = indexed_normal(seed, index, start, n, net.latent_sizes, device=x.device, dtype=x.dtype)
-        lse = torch.logsumexp(net.log_weights(x, (n,), eps=eps).value, 0)
+        lse = torch.logsumexp(net.log_weights(x, (n,), eps=eps, keep=keep).value, 0)
         total = lse if total is None else torch.logaddexp(total, lse)
     return total - math.log(k)

@@ -132,10 +132,22 @@ class BernoulliBlock(nn.Module):
         return self.head(self.mlp(t))
 
 
-def gaussian_log_prob(h: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
-    """log N(h; mean, exp(log_std)^2), summed over the last dimension: [..., d] -> [...]."""
+def gaussian_log_prob(h: Tensor, mean: Tensor, log_std: Tensor, keep: Tensor | None = None) -> Tensor:
+    """log N(h; mean, exp(log_std)^2), summed over the last dimension: [..., d] -> [...].
+
+    keep: optional bool [d]; units where it is False are left out of the sum (pruned units).
+    """
     z = (h - mean) * torch.exp(-log_std)
-    return -0.5 * (z.square().sum(-1) + _LOG_2PI * h.shape[-1]) - log_std.sum(-1)
+    if keep is None:
+        return -0.5 * (z.square().sum(-1) + _LOG_2PI * h.shape[-1]) - log_std.sum(-1)
+    return ((-0.5 * (z.square() + _LOG_2PI) - log_std) * keep).sum(-1)
+
+
+def _eps_log_prob(e: Tensor, log_std: Tensor, keep: Tensor | None = None) -> Tensor:
+    """log q(h) for h = mean + exp(log_std) * e: (h - mean) / std is e itself (cheaper, exact)."""
+    if keep is None:
+        return -0.5 * (e.square().sum(-1) + _LOG_2PI * e.shape[-1]) - log_std.sum(-1)
+    return ((-0.5 * (e.square() + _LOG_2PI) - log_std) * keep).sum(-1)
 
 
 def standard_normal_log_prob(h: Tensor) -> Tensor:
@@ -158,22 +170,26 @@ class Encoder(nn.Module):
             GaussianBlock(n_in, s.hidden, s.latent, s.activation, std) for n_in, s in zip(sizes, specs)
         )
 
-    def forward(self, x: Tensor, eps: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    def forward(self, x: Tensor, eps: Sequence[Tensor], keep: Sequence[Tensor | None] | None = None
+                ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Reparameterized samples from q.
 
         Args:
             x: [B, D]. eps: per layer, standard normal noise [*S, B, d_l].
+            keep: optional per layer bool [d_l]: units where False are pruned — clamped to their
+                posterior mean and left out of log q (Burda et al.'s pruning check).
         Returns:
             hs: samples [*S, B, d_l]; log_q: log q(h_l | h_{l-1}) [*S, B];
             params: per layer (mean, log_std) — layer 1's are [B, d1] (computed once per data point).
         """
         hs, log_q, params = [], [], []
         below = x
-        for block, e in zip(self.blocks, eps):
+        for block, e, k in zip(self.blocks, eps, keep or [None] * len(self.blocks)):
             mean, log_std = block(below)
             h = torch.addcmul(mean, torch.exp(log_std), e)
-            # With h = mean + std * eps, (h - mean) / std is eps itself: cheaper and exact.
-            log_q.append(-0.5 * (e.square().sum(-1) + _LOG_2PI * e.shape[-1]) - log_std.sum(-1))
+            if k is not None:
+                h = torch.where(k, h, mean)
+            log_q.append(_eps_log_prob(e, log_std, k))
             hs.append(h)
             params.append((mean, log_std))
             below = h
@@ -206,10 +222,17 @@ class Decoder(nn.Module):
             for lower, upper in zip(specs[:-1], specs[1:])
         )
 
-    def forward(self, x: Tensor, hs: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """Returns log p(x | h1) [*S, B] and [log p(h1|h2), ..., log p(h_L)], each [*S, B]."""
-        log_p = [gaussian_log_prob(h, *block(upper)) for block, h, upper in zip(self.blocks, hs[:-1], hs[1:])]
-        log_p.append(standard_normal_log_prob(hs[-1]))
+    def forward(self, x: Tensor, hs: Sequence[Tensor], keep: Sequence[Tensor | None] | None = None
+                ) -> tuple[Tensor, list[Tensor]]:
+        """Returns log p(x | h1) [*S, B] and [log p(h1|h2), ..., log p(h_L)], each [*S, B].
+
+        keep: optional per layer bool [d_l]; pruned units (False) are left out of log p.
+        """
+        keep = keep or [None] * len(hs)
+        log_p = [gaussian_log_prob(h, *block(upper), k)
+                 for block, h, upper, k in zip(self.blocks, hs[:-1], hs[1:], keep[:-1])]
+        top = hs[-1] if keep[-1] is None else hs[-1] * keep[-1]  # a pruned unit's prior term is dropped
+        log_p.append(standard_normal_log_prob(top) + (0 if keep[-1] is None else 0.5 * _LOG_2PI * (~keep[-1]).sum()))
         return bernoulli_log_prob(x, self.visible(hs[0])), log_p
 
 
@@ -262,6 +285,7 @@ class IWAENetwork(nn.Module):
         beta: float = 1.0,
         stop_q: bool = False,
         split: bool = False,
+        keep: Sequence[Tensor | None] | None = None,
     ) -> LogWeights:
         """Log importance weights log w = log p(x|h1) + beta (log p(h) - log q(h|x)), [*S, B].
 
@@ -274,15 +298,19 @@ class IWAENetwork(nn.Module):
                 decoder parameters held fixed) and a ``decoder`` view (samples held fixed; the gradient
                 reaches only the decoder). Objectives that give the two networks different gradients
                 (DReG, PIWAE) use them, in one backward pass. Costs a second decoder pass.
+            keep: optional per layer bool [d_l] (None = all units): units where False are pruned,
+                i.e. clamped to their posterior mean and left out of log p and log q.
         """
         if eps is None:
             eps = self.draw_noise(x, sample_shape)
-        hs, log_q, params = self.encoder(x, eps)
+        if keep is not None and (stop_q or split):
+            raise ConfigError("pruning units (keep=...) is for evaluation; it cannot be combined with stop_q or split")
+        hs, log_q, params = self.encoder(x, eps, keep)
         if stop_q:
             log_q = self.encoder.log_q_stopped(hs, params)
         means = [p[0] for p in params]
         if not split:
-            log_px, log_p = self.decoder(x, hs)
+            log_px, log_p = self.decoder(x, hs, keep)
             return LogWeights(log_px, log_p, log_q, means, beta, stop_q)
         # Decoder view: samples (and so log q) fixed; gradient only to the decoder's parameters.
         log_px_d, log_p_d = self.decoder(x, [h.detach() for h in hs])

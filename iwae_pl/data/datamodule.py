@@ -27,7 +27,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from iwae_pl.data.download import DataError
+from iwae_pl.data.download import DataError, DataSettingError
 from iwae_pl.data.sources import SPLITS, dataset_spec, load_splits
 
 __all__ = ["BinarizedDataModule", "BinaryDataset", "identity_collate", "derive_seed"]
@@ -92,7 +92,7 @@ class BinaryDataset(Dataset):
 
 def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise DataError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise DataSettingError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -126,9 +126,9 @@ class BinarizedDataModule(pl.LightningDataModule):
         self.seed = _check_int("seed", seed, 0)
         self.num_workers = _check_int("num_workers", num_workers, 0)
         if not isinstance(download, bool):
-            raise DataError(f"download must be True or False, got {download!r}")
+            raise DataSettingError(f"download must be True or False, got {download!r}")
         if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
-            raise DataError(f"data_dir must be a path or None, got {data_dir!r}")
+            raise DataSettingError(f"data_dir must be a path or None, got {data_dir!r}")
         self.dataset = dataset
         self.data_dir = data_dir
         self.download = download
@@ -162,7 +162,7 @@ class BinarizedDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Load what ``stage`` needs: fit -> train+val, validate -> val, test/predict -> test, None -> all."""
         if stage is not None and stage not in _STAGE_SPLITS:
-            raise DataError(f"unknown stage {stage!r}; choose one of: {', '.join(_STAGE_SPLITS)} or None")
+            raise DataSettingError(f"unknown stage {stage!r}; choose one of: {', '.join(_STAGE_SPLITS)} or None")
         splits = SPLITS if stage is None else _STAGE_SPLITS[stage]
         self._load(splits)
         for split in splits:

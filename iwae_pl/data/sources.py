@@ -49,7 +49,7 @@ from typing import Callable, Collection
 
 import numpy as np
 
-from iwae_pl.data.download import DataError, RemoteFile, fetch, verify_file
+from iwae_pl.data.download import DataError, DataSettingError, RemoteFile, fetch, verify_file
 
 __all__ = [
     "DATASETS", "DatasetSpec", "ENV_VAR", "EXTRA_DIRS", "REMOTE_FILES", "SPLITS",
@@ -350,7 +350,7 @@ DATASETS: dict[str, DatasetSpec] = {
 def dataset_spec(name: str) -> DatasetSpec:
     """The spec of ``name``; DataError listing the known names otherwise."""
     if not isinstance(name, str) or name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+        raise DataSettingError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -367,7 +367,7 @@ def load_splits(
     spec = dataset_spec(dataset)
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
-        raise DataError(f"unknown split(s) {unknown}; choose from: {', '.join(SPLITS)}")
+        raise DataSettingError(f"unknown split(s) {unknown}; choose from: {', '.join(SPLITS)}")
     files = _Files(dataset, resolve_data_dir(data_dir), bool(download))
     out = spec.loader(files, tuple(dict.fromkeys(splits)))
     for split, x in out.items():

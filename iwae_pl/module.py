@@ -1,0 +1,140 @@
+"""IWAEModule: the thin LightningModule around the network and an objective.
+
+It owns no math: the network gives log-weights, the objective reduces them, ``log_likelihood`` gives
+L_k. What it adds is configuration (everything is a constructor argument, so LightningCLI/YAML set
+it), the optimizer and schedule, and metric logging under ``train/``, ``val/`` and ``test/``.
+
+Callbacks talk to it through:
+    warmup_beta                 the warm-up temperature on the latent terms (training only)
+    net                         the IWAENetwork (posterior means, samples, decoding)
+    objective                   the Objective (sample shape, bound)
+    eval_log_weights(x, index)  seeded log-weights of a batch at beta = 1, [M, K, B]
+    training_step outputs       {"loss", "log_w": [M, K, B] detached log-weights of the batch}
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from .likelihood import log_likelihood
+from .log_weights import LogWeights
+from .network import BURDA_1_LAYER, IWAENetwork, LayerSpec
+from .noise import indexed_normal
+from .objectives import make_objective
+from .schedules import BurdaSchedule
+
+ObjectiveName = Literal["vae", "iwae", "miwae", "ciwae", "piwae", "vr"]
+EstimatorName = Literal["reparam", "stl", "dreg"]
+
+
+class IWAEModule(pl.LightningModule):
+    """Train and evaluate a VAE / IWAE / MIWAE / CIWAE / PIWAE / VR model.
+
+    Args:
+        input_dim: visible units D (linked from the datamodule by the CLI).
+        layers: stochastic layers bottom-up (default: Burda's 1-layer 784-200-200-50).
+        std: Gaussian std parameterization, ``exp`` (original) or ``softplus``.
+        objective, M, K: the training objective and its sample split (M outside the log, K inside).
+        beta: CIWAE's mixing weight (ciwae only). alpha: the Renyi alpha (vr only).
+        estimator: gradient estimator: ``reparam``, ``stl`` or ``dreg``.
+        warmup_beta: initial warm-up temperature on the latent terms (a callback may change it).
+        lr, adam_betas, adam_eps: Adam settings (eps = 1e-4 as in the paper).
+        lr_schedule: ``constant`` or ``burda`` (3^i epochs at lr * 10^(-i/7), stepped per epoch).
+        init_visible_bias: set the Bernoulli bias to logit(training pixel mean) before fitting.
+        val_k: samples per point for ``val/nll`` (0 disables). test_k: for ``test/nll`` (5000 in the papers).
+        eval_seed, eval_chunk: seed of the per-point evaluation noise; samples per chunk (None: auto).
+    """
+
+    def __init__(
+        self,
+        input_dim: int = 784,
+        layers: Sequence[LayerSpec] = BURDA_1_LAYER,
+        std: Literal["exp", "softplus"] = "exp",
+        objective: ObjectiveName = "iwae",
+        M: int = 1,
+        K: int = 5,
+        beta: float | None = None,
+        alpha: float | None = None,
+        estimator: EstimatorName = "reparam",
+        warmup_beta: float = 1.0,
+        lr: float = 1e-3,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        adam_eps: float = 1e-4,
+        lr_schedule: Literal["constant", "burda"] = "constant",
+        init_visible_bias: bool = True,
+        val_k: int = 100,
+        test_k: int = 5000,
+        eval_seed: int = 0,
+        eval_chunk: int | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = IWAENetwork(input_dim, layers, std)
+        self.objective = make_objective(objective, M, K, estimator, beta, alpha)
+        self.warmup_beta = float(warmup_beta)
+        self.metrics = torch.nn.ModuleDict({f"{stage}_{name}": MeanMetric() for stage in ("val", "test")
+                                            for name in ("bound", "nll")})
+
+    # --- hooks ----------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Runs before a checkpoint is restored, so a resumed run keeps its trained bias.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and self.hparams.init_visible_bias and hasattr(datamodule, "train_mean"):
+            self.net.set_visible_bias(datamodule.train_mean())
+
+    def configure_optimizers(self):
+        groups = [{"params": self.net.encoder.parameters(), "name": "encoder"},
+                  {"params": self.net.decoder.parameters(), "name": "decoder"}]
+        hp = self.hparams
+        optimizer = torch.optim.Adam(groups, lr=hp.lr, betas=tuple(hp.adam_betas), eps=hp.adam_eps)
+        if hp.lr_schedule == "constant":
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": BurdaSchedule(optimizer), "interval": "epoch"}}
+
+    # --- the steps --------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        x, _ = batch
+        objective = self.objective
+        lw = self.net.log_weights(x, objective.sample_shape, beta=self.warmup_beta,
+                                  stop_q=objective.stop_q, split=objective.split)
+        bound, surrogate = objective(lw)
+        loss = -surrogate.mean()
+        log_w = lw.value.detach()
+        if self.warmup_beta != 1.0:  # report the true bound (beta = 1) even while warming up
+            log_w = lw.at_beta(1.0).detach()
+            bound = objective.bound(log_w)
+        self.log("train/bound", bound.detach().mean(), prog_bar=True)
+        return {"loss": loss, "log_w": log_w}
+
+    def eval_log_weights(self, x: Tensor, index: Tensor, seed: int | None = None) -> LogWeights:
+        """Log-weights of the training objective's sample shape at beta = 1, from per-point noise."""
+        M, K = self.objective.sample_shape
+        seed = self.hparams.eval_seed if seed is None else seed
+        eps = indexed_normal(seed + 1, index, 0, M * K, self.net.latent_sizes, device=x.device, dtype=x.dtype)
+        return self.net.log_weights(x, (M, K), eps=[e.view(M, K, *e.shape[1:]) for e in eps])
+
+    def _evaluate(self, stage: str, batch: tuple[Tensor, Tensor], k: int) -> None:
+        x, index = batch
+        self.metrics[f"{stage}_bound"].update(self.objective.bound(self.eval_log_weights(x, index).value))
+        self.log(f"{stage}/bound", self.metrics[f"{stage}_bound"], prog_bar=stage == "val")
+        if k > 0:
+            ll = log_likelihood(self.net, x, index, k, seed=self.hparams.eval_seed, chunk=self.hparams.eval_chunk)
+            self.metrics[f"{stage}_nll"].update(-ll)
+            self.log(f"{stage}/nll", self.metrics[f"{stage}_nll"], prog_bar=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate("val", batch, self.hparams.val_k)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate("test", batch, self.hparams.test_k)
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Per-point L_{test_k}: {"index": [B], "log_likelihood": [B]}."""
+        x, index = batch
+        ll = log_likelihood(self.net, x, index, self.hparams.test_k, seed=self.hparams.eval_seed,
+                            chunk=self.hparams.eval_chunk)
+        return {"index": index, "log_likelihood": ll}
