@@ -19,6 +19,13 @@ class IWAECLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # The network's input size comes from the dataset, so configs never repeat it.
         parser.link_arguments("data.input_dim", "model.input_dim", apply_on="instantiate")
+        parser.add_argument("--test_after_fit", type=bool, default=False,
+                            help="after `fit`, run `test` on the best checkpoint (or the last weights if none)")
+
+    def after_fit(self) -> None:
+        if self.config[self.subcommand].get("test_after_fit"):
+            best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -31,7 +31,7 @@ def read_metrics(path):
 def fitted(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("fit")
     run(["fit", *QUICK, "--trainer.max_epochs", "4", "--trainer.check_val_every_n_epoch", "2",
-         "--trainer.log_every_n_steps", "5", "--model.val_k", "20"], cwd)
+         "--trainer.log_every_n_steps", "5", "--model.val_k", "20", "--model.test_k", "200"], cwd)
     return cwd
 
 
@@ -46,6 +46,9 @@ def test_fit_writes_checkpoint_and_metrics_and_improves(fitted):
     first, last = sum(train[:5]) / 5, sum(train[-5:]) / 5
     assert last > first + 1.5, (first, last)          # the bound rises by nats within 4 epochs
     assert all(math.isfinite(v) and v > 0 for v in val_nll)
+    # test_after_fit (set in the quickstart) evaluated the best checkpoint at the end of fit
+    test_nll = [float(r["test/nll"]) for r in rows if r.get("test/nll")]
+    assert len(test_nll) == 1 and 10 < test_nll[0] < 64 * math.log(2)
 
 
 def test_test_on_checkpoint_reports_finite_nll(fitted):
