@@ -1,0 +1,119 @@
+"""Helpers shared by the diagnostics callbacks: argument checks, "is it due", fixed examples, reductions.
+
+None of these touch the training data stream or the global RNG: fixed examples are read from the
+dataset's tensors (a dynamically binarized split is binarized once with a private generator), never
+drawn through the training DataLoader.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import default_collate
+
+from ..data.datamodule import BinaryDataset
+from ..errors import ConfigError
+
+SOURCES = ("train", "val", "test")
+
+
+# --- argument checks (one-line ConfigErrors; the CLI turns them into exit code 2) -------------------
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value: Any, low: float = -math.inf, high: float = math.inf,
+                low_open: bool = False) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ConfigError(f"{name} must be a finite number in {bracket}{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; allowed: {', '.join(choices)}")
+    return value
+
+
+# --- scheduling -------------------------------------------------------------------------------------
+def epoch_due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
+    """True at the end of every ``every_n_epochs``-th training epoch and of the last one (max_epochs)."""
+    if trainer.sanity_checking:
+        return False
+    done = trainer.current_epoch + 1
+    last = trainer.max_epochs is not None and trainer.max_epochs > 0 and done >= trainer.max_epochs
+    return done % every_n_epochs == 0 or last
+
+
+# --- data -------------------------------------------------------------------------------------------
+def _source_dataset(trainer: pl.Trainer, source: str):
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is not None and hasattr(datamodule, f"{source}_dataloader"):
+        return getattr(datamodule, f"{source}_dataloader")().dataset
+    loaders = {"train": "train_dataloader", "val": "val_dataloaders", "test": "test_dataloaders"}
+    loader = getattr(trainer, loaders[source], None)
+    if isinstance(loader, (list, tuple)):
+        loader = loader[0] if loader else None
+    if loader is None:
+        raise ConfigError(f"no {source} data to take diagnostics examples from; give the Trainer a datamodule "
+                          f"with {source}_dataloader() or choose another source")
+    return loader.dataset
+
+
+def fixed_examples(trainer: pl.Trainer, source: str, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """The first ``n`` examples of a split, always the same ones: x [n, D] float 0/1, index [n] int64.
+
+    A dynamically binarized split (a ``BinaryDataset`` with a seed) is binarized here with a private
+    generator seeded by ``seed``, so the training batches' random stream is not advanced.
+    """
+    dataset = _source_dataset(trainer, source)
+    n = min(n, len(dataset))
+    if isinstance(dataset, BinaryDataset):
+        x = dataset.data[:n]
+        if dataset.seed is not None:  # gray values: binarize once, privately
+            x = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+        return x, torch.arange(n)
+    x, index = default_collate([dataset[i] for i in range(n)])
+    return x.float(), index.long()
+
+
+def shard(x: Tensor, index: Tensor, trainer: pl.Trainer) -> tuple[Tensor, Tensor]:
+    """This process's share of a fixed set (every world_size-th row); the shares partition the set."""
+    rank, world = trainer.global_rank, trainer.world_size
+    return x[rank::world], index[rank::world]
+
+
+def sum_across_processes(pl_module: pl.LightningModule, tree: Any) -> Any:
+    """Element-wise sum over processes of a tensor or a (nested) dict/list of tensors or None (identity
+    on one process). Every process must call it (it is a collective)."""
+    if pl_module.trainer.world_size == 1:
+        return tree
+    gathered = pl_module.all_gather(tree)  # each tensor gets a leading [world_size] dimension
+
+    def total(t: Any) -> Any:
+        if t is None:
+            return None
+        if isinstance(t, Tensor):
+            return t.sum(0)
+        if isinstance(t, dict):
+            return {k: total(v) for k, v in t.items()}
+        return type(t)(total(v) for v in t)
+
+    return total(gathered)
+
+
+def log_global(pl_module: pl.LightningModule, metrics: dict[str, float]) -> None:
+    """Log epoch-level values that are already global (identical on every process). ``sync_dist``
+    averages identical values, a no-op that keeps them usable as monitors on every rank."""
+    for name, value in metrics.items():
+        pl_module.log(name, float(value), on_step=False, on_epoch=True, sync_dist=True)

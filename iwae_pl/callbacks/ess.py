@@ -1,0 +1,137 @@
+"""Effective sample size of the importance weights (section 5.5 of the reproduction report).
+
+For one data point with importance weights w_1..w_n, k_e = (sum w)^2 / sum w^2 = 1 / sum w~^2, with
+w~ = softmax(log w) the normalized weights: n when all weights are equal, 1 when one dominates.
+``EffectiveSampleSize`` reads the training step's log-weights [M, K, B] (at beta = 1), so it costs no
+extra network pass; for the VAE the weights are computed but not used by the gradient, and the ESS
+is still reported, as in the report.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from matplotlib.figure import Figure
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor
+
+from ._common import check_float, check_int, epoch_due, log_global, sum_across_processes
+from ._figures import histogram_figure, log_histogram, save_figure
+
+LOG10_W_MIN = -10.0  # left edge of the weight histogram; smaller normalized weights go in the first bin
+HIST_BINS = 50
+
+
+def ess_stats(log_w: Tensor, threshold: float = 1e-2) -> dict[str, Tensor]:
+    """Per data point ESS statistics from log-weights [M, K, B] (any scale: only differences matter).
+
+    Returns, each [B]:
+        group: 1 / sum_k w~_mk^2 with w~ normalized over the K samples of group m, averaged over m
+            (in [1, K]; the ESS of the samples that each IWAE(K) term sees).
+        all: 1 / sum w~^2 with w~ normalized over all M*K samples (in [1, M*K]).
+        above_threshold: number of the K group-normalized weights above ``threshold``, averaged over m.
+    """
+    log_w = log_w.detach().double()
+    w_group = torch.softmax(log_w, dim=1)                    # [M, K, B]
+    w_all = torch.softmax(log_w.flatten(0, 1), dim=0)        # [M*K, B]
+    return {
+        "group": (1.0 / w_group.square().sum(1)).mean(0),
+        "all": 1.0 / w_all.square().sum(0),
+        "above_threshold": (w_group > threshold).sum(1).double().mean(0),
+    }
+
+
+def weight_histogram(log_w: Tensor, edges: Tensor) -> Tensor:
+    """Counts of the group-normalized weights w~ [M, K, B] in bins of log10 w~ (``edges`` [n + 1]);
+    values below the first edge are counted in the first bin."""
+    log10_w = torch.log_softmax(log_w.detach().double(), dim=1).flatten() / math.log(10.0)
+    log10_w = log10_w.clamp(edges[0].item(), edges[-1].item())
+    index = (torch.bucketize(log10_w, edges, right=True) - 1).clamp(0, len(edges) - 2)
+    return torch.bincount(index, minlength=len(edges) - 1).double()
+
+
+class EffectiveSampleSize(Callback):
+    """Epoch means of the ESS of the training batches' importance weights, DDP-correct.
+
+    Logged at the end of every training epoch (means over the data points seen in the epoch, the
+    sums and counts reduced across processes): ``ess/group`` (ESS among the K samples of each of the
+    M groups, averaged over groups; for M = 1 this is the IWAE(K) ESS), ``ess/all`` (ESS over all M*K
+    samples), ``ess/above_threshold`` (number of group-normalized weights above ``threshold``,
+    averaged over groups). Every ``histogram_every_n_epochs`` epochs (and after the last), the
+    distribution of the normalized weights over the epoch goes to TensorBoard / W&B as
+    ``ess/log10_weights`` and to ``<log_dir>/figures/ess_weights_epoch{E}.png`` (report Figure 7), and
+    the ESS history so far to ``<log_dir>/figures/ess_curve.png`` (report Figure 5).
+
+    Args:
+        threshold: normalized weight above which a sample counts in ``ess/above_threshold`` (1e-2).
+        histogram_every_n_epochs: epochs between weight histograms (0 = never).
+    """
+
+    def __init__(self, threshold: float = 1e-2, histogram_every_n_epochs: int = 10):
+        self.threshold = check_float("ESS threshold", threshold, 0.0, 1.0, low_open=True)
+        self.histogram_every_n_epochs = check_int("histogram_every_n_epochs", histogram_every_n_epochs, 0)
+        self.edges = torch.linspace(LOG10_W_MIN, 0.0, HIST_BINS + 1, dtype=torch.float64)
+        self.history: list[dict[str, float]] = []  # epoch means so far (rank 0's view; saved in checkpoints)
+        self._sums: Tensor | None = None  # (count, sum group, sum all, sum above) of this process
+        self._hist: Tensor | None = None
+
+    def _histogram_due(self, trainer: pl.Trainer) -> bool:
+        return self.histogram_every_n_epochs > 0 and epoch_due(trainer, self.histogram_every_n_epochs)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sums = torch.zeros(4, dtype=torch.float64, device=pl_module.device)
+        self._hist = torch.zeros(HIST_BINS, dtype=torch.float64, device=pl_module.device) \
+            if self._histogram_due(trainer) else None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        log_w = outputs["log_w"]
+        s = ess_stats(log_w, self.threshold)
+        self._sums += torch.stack([torch.ones_like(s["group"]), s["group"], s["all"], s["above_threshold"]]).sum(1)
+        if self._hist is not None:
+            self._hist += weight_histogram(log_w, self.edges.to(log_w.device))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        totals = sum_across_processes(pl_module, {"sums": self._sums, "hist": self._hist})
+        n, group, all_, above = totals["sums"].tolist()
+        if n == 0:
+            return
+        means = {"ess/group": group / n, "ess/all": all_ / n, "ess/above_threshold": above / n}
+        log_global(pl_module, means)
+        self.history.append({"epoch": trainer.current_epoch, **means})
+        if totals["hist"] is not None and trainer.is_global_zero:
+            self._plot(trainer, totals["hist"].cpu().numpy())
+
+    def _plot(self, trainer: pl.Trainer, counts: np.ndarray) -> None:
+        edges = self.edges.numpy()
+        log_histogram(trainer, "ess/log10_weights", counts, edges)
+        title = f"epoch {trainer.current_epoch}: normalized weights (first bin: <= 1e{LOG10_W_MIN:.0f})"
+        fig = histogram_figure([(title, counts, edges)], r"$\log_{10} \tilde w$",
+                               threshold=math.log10(self.threshold), ylabel="samples")
+        save_figure(trainer, fig, f"ess_weights_epoch{trainer.current_epoch:04d}")
+        save_figure(trainer, self.curve_figure(), "ess_curve")
+
+    def curve_figure(self) -> Figure:
+        """ESS epoch means so far against the epoch (two panels: ESS, weights above threshold)."""
+        fig = Figure(figsize=(7.2, 2.8))
+        epochs = [h["epoch"] for h in self.history]
+        ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+        ax1.plot(epochs, [h["ess/group"] for h in self.history], label="per group of K")
+        ax1.plot(epochs, [h["ess/all"] for h in self.history], "--", label="over all M*K")
+        ax1.set_ylabel("effective sample size")
+        ax1.legend(fontsize=8)
+        ax2.plot(epochs, [h["ess/above_threshold"] for h in self.history])
+        ax2.set_ylabel(f"weights > {self.threshold:g}")
+        for ax in (ax1, ax2):
+            ax.set_xlabel("epoch")
+        fig.tight_layout()
+        return fig
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))

@@ -1,0 +1,110 @@
+"""Gradient signal-to-noise ratio (Rainforth et al. 2018, "Tighter variational bounds are not
+necessarily better").
+
+SNR(theta) = |E[g(theta)] / std[g(theta)]| for each scalar parameter theta, where g is the objective's
+stochastic gradient estimate on a fixed batch and the expectation is over the sampling noise only.
+For IWAE(K) the theory gives SNR(decoder) = O(sqrt(K)) but SNR(encoder) = O(1 / sqrt(K)): tighter
+bounds starve the encoder of signal.
+"""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor
+
+from ..network import IWAENetwork
+from ..objectives import Objective
+from ._common import SOURCES, check_choice, check_int, epoch_due, fixed_examples, log_global
+
+
+def gradient_snr(net: IWAENetwork, objective: Objective, x: Tensor, num_estimates: int = 100,
+                 generator: torch.Generator | None = None) -> dict[str, float]:
+    """Mean per-parameter SNR of ``objective``'s gradient on the batch x [B, D], encoder and decoder.
+
+    Estimate r (r = 1..R) differentiates exactly like the training step (at beta = 1):
+    noise = ``net.draw_noise(x, objective.sample_shape, generator)`` (the r-th draw from ``generator``),
+    loss = -objective(net.log_weights(x, S, eps=noise, stop_q=..., split=...)).surrogate.mean(),
+    g_r = d loss / d theta by ``torch.autograd.grad`` (no ``.grad`` is written). Per scalar parameter,
+    SNR = |mean_r g_r| / std_r g_r (unbiased std, float64 running sums); parameters whose estimates
+    never vary (std = 0) are left out of the averages.
+
+    Returns: {"encoder": mean SNR over the encoder's scalars, "decoder": same for the decoder}.
+    """
+    groups = {"encoder": list(net.encoder.parameters()), "decoder": list(net.decoder.parameters())}
+    params = groups["encoder"] + groups["decoder"]
+    sums = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    squares = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    for _ in range(num_estimates):
+        eps = net.draw_noise(x, objective.sample_shape, generator=generator)
+        lw = net.log_weights(x, objective.sample_shape, eps=eps, stop_q=objective.stop_q, split=objective.split)
+        loss = -objective(lw).surrogate.mean()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for s, q, g in zip(sums, squares, grads):
+            if g is not None:
+                g = g.double()
+                s += g
+                q += g.square()
+    out, start = {}, 0
+    for name, group in groups.items():
+        snrs = []
+        for s, q in zip(sums[start:start + len(group)], squares[start:start + len(group)]):
+            mean = s / num_estimates
+            var = ((q - num_estimates * mean.square()) / (num_estimates - 1)).clamp_min(0.0)
+            moving = var > 0
+            snrs.append((mean[moving].abs() / var[moving].sqrt()).flatten())
+        out[name] = torch.cat(snrs).mean().item() if snrs else float("nan")
+        start += len(group)
+    return out
+
+
+class GradientSNR(Callback):
+    """Logs ``snr/encoder`` and ``snr/decoder`` (see ``gradient_snr``) every ``every_n_epochs`` epochs,
+    for the module's own objective and estimator (``pl_module.objective``), at beta = 1.
+
+    The batch is fixed: the first ``batch_size`` examples of ``source`` (binarized once with ``seed``),
+    and the noise of every measurement comes from a private generator seeded with ``seed``, so values
+    at different epochs differ only through the parameters. Training is left untouched: no optimizer
+    state, no ``.grad``, the train/eval mode restored and the global RNG stream not advanced. Every
+    process computes the same (deterministic) values, so no communication is needed under DDP.
+
+    Args:
+        every_n_epochs: training epochs between measurements (also after the last epoch).
+        num_estimates: R, gradient estimates per measurement (Rainforth et al.: 1000 or more; 100 is
+            enough to see the O(sqrt(K)) trends).
+        batch_size: data points in the fixed batch (default 20, the training batch of the paper).
+        source: ``val`` (default), ``train`` or ``test``.
+        seed: seeds the batch's binarization and the noise.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, num_estimates: int = 100, batch_size: int = 20,
+                 source: str = "val", seed: int = 0):
+        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs)
+        self.num_estimates = check_int("num_estimates", num_estimates, 2)
+        self.batch_size = check_int("batch_size", batch_size)
+        self.source = check_choice("SNR source", source, SOURCES)
+        self.seed = check_int("seed", seed, 0)
+        self._x: Tensor | None = None
+
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        net: IWAENetwork = pl_module.net
+        param = next(net.parameters())
+        if self._x is None:  # taken once per run: the same batch at every measurement
+            self._x = fixed_examples(trainer, self.source, self.batch_size, self.seed)[0]
+        x = self._x.to(param)
+        generator = torch.Generator(device=param.device).manual_seed(self.seed)
+        was_training = net.training
+        net.train()  # the mode the training step differentiates in
+        try:
+            with torch.enable_grad():
+                return gradient_snr(net, pl_module.objective, x, self.num_estimates, generator)
+        finally:
+            net.train(was_training)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if epoch_due(trainer, self.every_n_epochs):
+            snr = self.measure(trainer, pl_module)
+            log_global(pl_module, {f"snr/{k}": v for k, v in snr.items()})
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._x = None  # a new fit (or a resumed one) may use another datamodule
