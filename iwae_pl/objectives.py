@@ -45,6 +45,26 @@ def log_mean_exp(x: Tensor, dim: int) -> Tensor:
     return torch.logsumexp(x, dim) - math.log(x.shape[dim])
 
 
+def _flush_tiny_grad(grad: Tensor) -> Tensor:
+    """Zero gradient entries below sqrt(finfo.tiny) (~1e-19 in float32, ~1e-154 in float64).
+
+    The gradient reaching a log-weight is its normalized weight w~ / B. With K >= 5 and a spread of
+    hundreds of nats between samples (typical early in training), many w~ underflow into the
+    subnormal range (< 1.2e-38 in float32). Every matmul of the backward pass then multiplies
+    subnormals, which x86 CPUs execute in microcode: the whole training step got ~1.7x slower.
+    Entries this small change no float32 gradient sum; they are set to exact zeros instead.
+    """
+    tiny = torch.finfo(grad.dtype).tiny ** 0.5 if grad.is_floating_point() else 0.0
+    return grad.masked_fill(grad.abs() < tiny, 0.0)
+
+
+def _flushed(t: Tensor) -> Tensor:
+    """t itself, with a hook that zeroes negligible (possibly subnormal) entries of its gradient."""
+    if t.requires_grad:
+        t.register_hook(_flush_tiny_grad)
+    return t
+
+
 def _check_count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -109,7 +129,7 @@ class Objective:
         if value.dim() != 3 or tuple(value.shape[:2]) != self.sample_shape:
             raise ValueError(f"{self!r} expects log-weights [M={self.M}, K={self.K}, B], got {list(value.shape)}")
         if not self.stop_q and not self.split:
-            bound = self.bound(value)  # plain reparameterization: autograd of the bound itself
+            bound = self.bound(_flushed(value))  # plain reparameterization: autograd of the bound itself
             return ObjectiveOutput(bound, bound)
         if self.stop_q and (views is None or not views.stop_q):
             raise ConfigError(f"{self!r} needs log-weights computed with stop_q=True (IWAENetwork.log_weights)")
@@ -118,9 +138,10 @@ class Objective:
         if self.split:
             if views.encoder is None or views.decoder is None:
                 raise ConfigError(f"{self!r} needs log-weights computed with split=True (IWAENetwork.log_weights)")
-            s = (self.encoder_weights(v) * views.encoder).sum((0, 1)) + (self.decoder_weights(v) * views.decoder).sum((0, 1))
+            s = ((self.encoder_weights(v) * _flushed(views.encoder)).sum((0, 1))
+                 + (self.decoder_weights(v) * _flushed(views.decoder)).sum((0, 1)))
         else:
-            s = (self.weights(v) * value).sum((0, 1))
+            s = (self.weights(v) * _flushed(value)).sum((0, 1))
         return ObjectiveOutput(bound, bound + (s - s.detach()))
 
 
