@@ -14,6 +14,7 @@ Gaussian draw is broadcast over the sample shape.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -85,6 +86,29 @@ def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+_INPLACE_ACTIVATIONS = {nn.Tanh: Tensor.tanh_, nn.ReLU: Tensor.relu_}
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+
+
+def _mlp_forward(mlp: nn.Sequential, t: Tensor) -> Tensor:
+    """``mlp(t)``; without autograd (evaluation), tanh / ReLU run in place on the Linear outputs,
+    which saves one large tensor (and its first-touch page faults) per layer. Same values."""
+    if torch.is_grad_enabled() or _has_hooks(mlp):
+        return mlp(t)
+    fresh = False  # True when t is a Linear output that nothing else refers to
+    for m in mlp:
+        inplace = _INPLACE_ACTIVATIONS.get(type(m))
+        if fresh and inplace is not None:
+            t = inplace(t)
+        else:
+            t = m(t)
+        fresh = isinstance(m, nn.Linear)
+    return t
+
+
 def _glorot_(linear: nn.Linear, fan_out: int | None = None) -> None:
     """Glorot-uniform weights U(+-sqrt(6/(n_in+n_out))), zero bias, as in the original code."""
     fan_out = linear.out_features if fan_out is None else fan_out
@@ -111,7 +135,7 @@ class GaussianBlock(nn.Module):
         _glorot_(self.head, fan_out=latent)
 
     def forward(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        mean, s = self.head(self.mlp(t)).chunk(2, dim=-1)
+        mean, s = self.head(_mlp_forward(self.mlp, t)).chunk(2, dim=-1)
         if self.std == "exp":  # the original: the linear output is log sigma
             return mean, s
         return mean, F.softplus(s).clamp_min(1e-6).log()
@@ -130,6 +154,49 @@ class BernoulliBlock(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         return self.head(self.mlp(t))
+
+    # Evaluation (no autograd): this block is most of the work of a pass, and its [rows, D] logits the
+    # largest tensor. It runs over blocks of about ROW_BLOCK rows, so that the block's activations and
+    # logits stay in the CPU caches (a [8000, 784] float32 tensor is 25 MB: every pass over it would
+    # wait on DRAM), and the logits and their softplus are written into one reused scratch buffer (a
+    # fresh multi-MB tensor costs a page fault per 4 KiB on first touch). Same values, same shapes.
+    ROW_BLOCK = 512
+    _SCRATCH_MAX = 1 << 23  # elements (32 MiB in float32); larger blocks allocate as usual
+
+    def log_prob(self, x: Tensor, t: Tensor) -> Tensor:
+        """``bernoulli_log_prob(x, self(t))``: log p(x | t) summed over pixels; t [*S, B, d1] -> [*S, B]."""
+        if (torch.is_grad_enabled() or _has_hooks(self) or t.dim() < 2 or x.dim() != 2
+                or x.shape[0] != t.shape[-2]):
+            return bernoulli_log_prob(x, self(t))
+        B, D = x.shape[0], self.head.out_features
+        samples = t.reshape(-1, B, t.shape[-1])  # [S', B, d1]
+        per_block = max(1, self.ROW_BLOCK // max(1, B))  # samples per block
+        n = min(per_block, samples.shape[0]) * B * D
+        if n > self._SCRATCH_MAX:
+            return bernoulli_log_prob(x, self(t))
+        out = t.new_empty(samples.shape[:2])
+        buf = self._scratch(n, t)
+        for s0 in range(0, samples.shape[0], per_block):
+            a = _mlp_forward(self.mlp, samples[s0:s0 + per_block])  # [s, B, H]
+            rows = a.shape[0] * B
+            logits = buf[:rows * D].view(a.shape[0], B, D)
+            torch.addmm(self.head.bias, a.reshape(rows, -1), self.head.weight.t(), out=logits.view(rows, D))
+            torch.sub(_dot_last(logits, x), _softplus_(logits).sum(-1), out=out[s0:s0 + per_block])
+        return out.view(t.shape[:-1])
+
+    def _scratch(self, n: int, like: Tensor) -> Tensor:
+        store = self.__dict__.setdefault("_scratch_buffers", {})
+        key = (threading.get_ident(), like.device, like.dtype)
+        buf = store.get(key)
+        if buf is None or buf.numel() < n:
+            buf = store[key] = torch.empty(n, device=like.device, dtype=like.dtype)
+        return buf[:n]
+
+    def __getstate__(self):  # never pickle or deep-copy the scratch buffers
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("_scratch_buffers", None)
+        return state
 
 
 def gaussian_log_prob(h: Tensor, mean: Tensor, log_std: Tensor, keep: Tensor | None = None) -> Tensor:
@@ -155,9 +222,61 @@ def standard_normal_log_prob(h: Tensor) -> Tensor:
     return -0.5 * (h.square().sum(-1) + _LOG_2PI * h.shape[-1])
 
 
+def _dot_last(logits: Tensor, x: Tensor) -> Tensor:
+    """sum_d x[b, d] * logits[..., b, d] -> [..., B] without materializing the product.
+
+    A batched matrix-vector product over the B data points (one pass over logits instead of a
+    multiply pass and a sum pass); falls back to multiply-and-sum for other shapes.
+    """
+    if x.dim() == 2 and logits.dim() >= 2 and logits.shape[-2:] == x.shape and logits.dtype == x.dtype:
+        B, D = x.shape
+        flat = logits.reshape(-1, B, D)  # a view for the usual contiguous logits
+        return torch.bmm(flat.transpose(0, 1), x.unsqueeze(-1)).view(B, -1).t().reshape(logits.shape[:-1])
+    return (x * logits).sum(-1)
+
+
+class _BernoulliLogProb(torch.autograd.Function):
+    """sum_d x_d l_d - softplus(l_d) with a hand-written backward: d/dl = (x - sigmoid(l)) * grad.
+
+    Autograd of the two-term expression keeps the product x * l, the softplus output and two
+    expanded gradients alive and makes five passes over the [*S, B, D] logits in the backward;
+    this takes three (sigmoid, subtract, scale, in place), and forward skips the product tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, logits: Tensor) -> Tensor:
+        ctx.save_for_backward(x, logits)
+        return _dot_last(logits, x) - F.softplus(logits).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, logits = ctx.saved_tensors
+        g = grad.unsqueeze(-1)
+        grad_logits = None
+        if ctx.needs_input_grad[1]:
+            grad_logits = torch.sigmoid(logits).sub_(x).mul_(g.neg())
+        grad_x = None
+        if ctx.needs_input_grad[0]:  # x is data and needs no gradient in this project; kept for generality
+            grad_x = logits * g
+            while grad_x.dim() > x.dim():
+                grad_x = grad_x.sum(0)
+            grad_x = grad_x.sum_to_size(x.shape)
+        return grad_x, grad_logits
+
+
+def _softplus_(t: Tensor) -> Tensor:
+    """softplus in place (the native kernel writing into its input), for tensors nothing else uses."""
+    try:
+        return torch._C._nn.softplus(t, 1.0, 20.0, out=t)
+    except (AttributeError, RuntimeError, TypeError):  # an older/newer torch without this overload
+        return t.copy_(F.softplus(t))
+
+
 def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
     """log Bernoulli(x; sigmoid(logits)) summed over pixels; x [B, D] broadcasts against [*S, B, D]."""
-    return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
+    if torch.is_grad_enabled() and (logits.requires_grad or x.requires_grad):
+        return _BernoulliLogProb.apply(x, logits)
+    return _dot_last(logits, x) - F.softplus(logits).sum(-1)
 
 
 class Encoder(nn.Module):
@@ -233,7 +352,7 @@ class Decoder(nn.Module):
                  for block, h, upper, k in zip(self.blocks, hs[:-1], hs[1:], keep[:-1])]
         top = hs[-1] if keep[-1] is None else hs[-1] * keep[-1]  # a pruned unit's prior term is dropped
         log_p.append(standard_normal_log_prob(top) + (0 if keep[-1] is None else 0.5 * _LOG_2PI * (~keep[-1]).sum()))
-        return bernoulli_log_prob(x, self.visible(hs[0])), log_p
+        return self.visible.log_prob(x, hs[0]), log_p
 
 
 def _detached(module: nn.Module) -> dict[str, Tensor]:
