@@ -1,0 +1,218 @@
+"""Fast paths give the same values as the straightforward computation, on the same noise.
+
+Correctness only (no timing): the vectorized noise, the fused Bernoulli log-likelihood and its
+hand-written backward, the evaluation-only (no autograd) network path with in-place activations,
+row blocks and scratch buffers, the subnormal-gradient flush of the objectives, the add-chain
+log-weight sum, and the point-grouped L_k.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import math
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from iwae_pl import OBJECTIVES, ConfigError, IWAENetwork, LayerSpec, log_likelihood, make_objective
+from iwae_pl import objectives as objectives_module
+from iwae_pl.likelihood import auto_chunk
+from iwae_pl.log_weights import LogWeights
+from iwae_pl.network import BernoulliBlock, _mlp_forward, bernoulli_log_prob
+from iwae_pl.noise import BLOCK, block_seeds, indexed_normal, stream_seed
+
+from conftest import make_data, make_net
+
+
+# ------------------------------------------------------------------------------------------ noise
+def straightforward_indexed_normal(seed, index, start, n, dims, dtype=torch.float32):
+    """One generator per (point, block), torch.randn(BLOCK, total), concatenated and sliced."""
+    total = sum(dims)
+    first, last = start // BLOCK, (start + n - 1) // BLOCK
+    out = torch.empty(n, len(index), total)
+    for b, i in enumerate(index.tolist()):
+        blocks = [torch.randn(BLOCK, total, generator=torch.Generator().manual_seed(stream_seed(seed, i, blk)))
+                  for blk in range(first, last + 1)]
+        out[:, b] = torch.cat(blocks)[start - first * BLOCK:start - first * BLOCK + n]
+    return [e.to(dtype) for e in out.split(list(dims), dim=-1)]
+
+
+@pytest.mark.parametrize("start,n", [(0, 1), (0, 32), (0, 100), (31, 2), (40, 33), (64, 64), (5, 200)])
+def test_indexed_normal_is_bit_identical_to_per_point_loop(start, n):
+    index = torch.tensor([0, 7, 3, 123456, 2**40, 7])
+    for dtype in (torch.float32, torch.float64):
+        fast = indexed_normal(11, index, start, n, [3, 5, 2], dtype=dtype)
+        ref = straightforward_indexed_normal(11, index, start, n, [3, 5, 2], dtype=dtype)
+        for a, b in zip(fast, ref):
+            assert a.dtype == dtype and a.is_contiguous() and a.shape == b.shape
+            assert torch.equal(a, b)
+
+
+def test_block_seeds_match_stream_seed():
+    index = torch.tensor([0, 1, 2, 99, 2**31, 2**40 + 3, -5])
+    for seed in (0, 1, 12345, 2**62, -1):
+        seeds = block_seeds(seed, index, [0, 1, 5, 157])
+        for b, i in enumerate(index.tolist()):
+            for j, blk in enumerate([0, 1, 5, 157]):
+                assert int(seeds[b, j]) == stream_seed(seed, i, blk)
+
+
+def test_indexed_normal_empty_batch():
+    out = indexed_normal(0, torch.zeros(0, dtype=torch.long), 0, 10, [2, 3])
+    assert [tuple(e.shape) for e in out] == [(10, 0, 2), (10, 0, 3)]
+
+
+# ------------------------------------------------------------------------------------------ Bernoulli term
+def straightforward_bernoulli(x, logits):
+    return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (3, 5, 7), (2, 3, 5, 7)])
+def test_bernoulli_log_prob_values_and_gradients(shape):
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(*shape, generator=g, dtype=torch.float64) * 8).requires_grad_()
+    x = (torch.rand(5, 7, generator=g) < 0.4).double().requires_grad_()
+    fast = bernoulli_log_prob(x, logits)
+    ref = straightforward_bernoulli(x, logits)
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
+    w = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    # F.softplus's backward treats logits > 20 as linear (derivative exactly 1), the fused backward
+    # uses sigmoid(l) = 1 - e^-l there: they differ by < e^-20 ~ 2e-9 per unit of upstream gradient.
+    for a, b in zip(torch.autograd.grad((fast * w).sum(), (x, logits)), torch.autograd.grad((ref * w).sum(), (x, logits))):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-8)
+    assert torch.autograd.gradcheck(bernoulli_log_prob, (x, logits))
+
+
+def test_bernoulli_log_prob_non_contiguous_and_extreme_logits():
+    logits = torch.tensor([[-200.0, -30.0, 0.0, 30.0, 200.0]] * 4).t().contiguous().t()  # non-contiguous [4, 5]
+    x = torch.tensor([[0.0, 1.0, 1.0, 0.0, 1.0]] * 4)
+    torch.testing.assert_close(bernoulli_log_prob(x, logits), straightforward_bernoulli(x, logits))
+    assert torch.isfinite(bernoulli_log_prob(x, logits)).all()
+
+
+# ------------------------------------------------------------------------------------------ evaluation path
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu", "softplus", "gelu"])
+def test_mlp_forward_in_place_activations(activation):
+    net = IWAENetwork(9, [LayerSpec(3, (6, 5), activation)])
+    mlp = net.encoder.blocks[0].mlp
+    t = torch.randn(4, 9)
+    keep = t.clone()
+    with torch.no_grad():
+        fast = _mlp_forward(mlp, t)
+        torch.testing.assert_close(fast, mlp(t), rtol=0, atol=0)
+    assert torch.equal(t, keep)  # the input is never written
+
+
+@pytest.mark.parametrize("B,S", [(7, (13,)), (3, (2, 5)), (600, (3,)), (1, (1100,)), (70, (9,))])
+def test_visible_block_log_prob_without_autograd_matches(B, S):
+    torch.manual_seed(0)
+    block = BernoulliBlock(4, (6, 5), 11, "tanh").double()
+    t = torch.randn(*S, B, 4, dtype=torch.float64)
+    x = (torch.rand(B, 11) < 0.5).double()
+    ref = straightforward_bernoulli(x, block(t))
+    with torch.no_grad():
+        fast = block.log_prob(x, t)
+    assert fast.shape == ref.shape
+    torch.testing.assert_close(fast, ref.detach(), rtol=1e-12, atol=1e-10)
+    # scratch buffers are neither deep-copied nor pickled
+    assert "_scratch_buffers" not in copy.deepcopy(block).__dict__
+    assert "_scratch_buffers" not in pickle.loads(pickle.dumps(block)).__dict__
+
+
+def test_visible_block_with_hooks_takes_the_plain_path():
+    block = BernoulliBlock(4, (6,), 11, "tanh")
+    seen = []
+    block.mlp[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        block.log_prob(torch.ones(3, 11), torch.randn(2, 3, 4))
+    assert seen == [torch.Size([2, 3, 6])]
+
+
+@pytest.mark.parametrize("layers", [((3, (8,)),), ((4, (8, 7)), (2, (5,))), ((4, (6,)), (3, (5,)), (2, ()))])
+def test_log_weights_without_autograd_equal_with_autograd(layers):
+    net, x = make_net(layers), make_data()
+    eps = net.draw_noise(x, (3, 4))
+    for keep in (None, [torch.tensor([True, False, True, True][:d]) for d in net.latent_sizes]):
+        ref = net.log_weights(x, (3, 4), eps=eps, keep=keep)
+        with torch.no_grad():
+            fast = net.log_weights(x, (3, 4), eps=eps, keep=keep)
+        torch.testing.assert_close(fast.value, ref.value.detach(), rtol=1e-12, atol=1e-10)
+        for a, b in zip(fast.log_p + fast.log_q + fast.means, ref.log_p + ref.log_q + ref.means):
+            torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-10)
+
+
+def test_log_joint_ratio_add_chain_equals_stacked_sums(net, x):
+    lw = net.log_weights(x, (2, 3))
+    ref = torch.stack(lw.log_p).sum(0) - torch.stack(lw.log_q).sum(0)
+    torch.testing.assert_close(lw.log_joint_ratio, ref, rtol=1e-12, atol=1e-12)
+    one = LogWeights(lw.log_px, lw.log_p[:1], lw.log_q[:1], lw.means[:1])
+    torch.testing.assert_close(one.log_joint_ratio, lw.log_p[0] - lw.log_q[0])
+
+
+# ------------------------------------------------------------------------------------------ gradient flush
+def surrogate_grads(net, objective, x, eps):
+    net.zero_grad()
+    lw = net.log_weights(x, objective.sample_shape, eps=eps, stop_q=objective.stop_q, split=objective.split)
+    bound, surrogate = objective(lw)
+    (-surrogate.mean()).backward()
+    return bound.detach(), [p.grad.clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("estimator", ["reparam", "stl", "dreg"])
+def test_gradient_flush_changes_no_gradient(monkeypatch, name, estimator):
+    """Float32, log-weights hundreds of nats apart (so that many weights are subnormal): the
+    gradients with the flush equal those of plain autograd without it."""
+    net = make_net(((4, (8, 7)), (2, (5,))), dtype=torch.float32)
+    with torch.no_grad():
+        net.encoder.blocks[0].head.bias[4:] += 3.0  # a wide posterior: a large spread of log-weights
+    x = make_data(dtype=torch.float32)
+    M, K = (1, 50) if name in ("vae", "iwae") else (2, 25)
+    objective = make_objective(name, M, K, estimator)
+    eps = [torch.randn(M, K, len(x), d, generator=torch.Generator().manual_seed(d)) for d in net.latent_sizes]
+    bound, fast = surrogate_grads(net, objective, x, eps)
+    monkeypatch.setattr(objectives_module, "_flushed", lambda t: t)
+    ref_bound, ref = surrogate_grads(net, objective, x, eps)
+    torch.testing.assert_close(bound, ref_bound, rtol=0, atol=0)
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_flush_zeroes_only_negligible_gradient_entries():
+    log_w = torch.tensor([[[0.0], [-10.0], [-40.0], [-95.0], [-200.0]]]).requires_grad_()  # [1, 5, 1]
+    objective = make_objective("iwae", 1, 5)
+    (grad,) = torch.autograd.grad(objective(log_w).surrogate.sum(), log_w)
+    plain = torch.softmax(log_w.detach(), 1)
+    tiny = torch.finfo(torch.float32).tiny ** 0.5
+    torch.testing.assert_close(grad, torch.where(plain < tiny, torch.zeros(()), plain), rtol=1e-6, atol=0)
+    assert plain[0, 3, 0] > 0 and grad[0, 3, 0] == 0     # exp(-95) ~ 5e-42 is subnormal: flushed
+    assert grad[0, 2, 0] > 0                             # exp(-40) ~ 4e-18 > 1.1e-19: kept
+
+
+# ------------------------------------------------------------------------------------------ L_k
+def straightforward_lk(net, x, index, k, seed):
+    """All k samples of every point in one pass, log-mean-exp."""
+    with torch.no_grad():
+        eps = indexed_normal(seed, index, 0, k, net.latent_sizes, dtype=x.dtype)
+        return torch.logsumexp(net.log_weights(x, (k,), eps=eps).value, 0) - math.log(k)
+
+
+@pytest.mark.parametrize("chunk,max_rows", [(None, None), (None, 64), (32, 40), (7, 3), (300, 100), (64, 10**6)])
+def test_grouped_lk_equals_one_pass(chunk, max_rows):
+    net = make_net(((4, (8, 7)), (2, (5,))))
+    x, index = make_data(9), torch.arange(50, 59)
+    ref = straightforward_lk(net, x, index, 300, seed=2)
+    fast = log_likelihood(net, x, index, 300, seed=2, chunk=chunk, max_rows=max_rows)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-9)
+
+
+def test_lk_edge_cases():
+    net = make_net()
+    assert log_likelihood(net, make_data(0), torch.zeros(0, dtype=torch.long), 10).shape == (0,)
+    with pytest.raises(ConfigError, match="max_rows"):
+        log_likelihood(net, make_data(2), torch.arange(2), 10, max_rows=0)
+    for batch, k in [(1, 5000), (20, 5000), (500, 5000), (10**5, 5000), (3, 10)]:
+        c = auto_chunk(batch, k)
+        assert c == k or (c % BLOCK == 0 and c >= BLOCK)
