@@ -21,8 +21,9 @@ def run(args, cwd):
 
 
 def test_diagnostics_config_runs_and_logs_everything(tmp_path):
-    proc = run(["fit", "--config", str(CONFIG), "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
-                "--trainer.check_val_every_n_epoch", "1", "--model.val_k", "10", "--model.test_k", "10"], tmp_path)
+    proc = run(["fit", "--config", str(CONFIG), "--trainer.max_epochs", "2",
+                "--trainer.enable_progress_bar", "false", "--trainer.check_val_every_n_epoch", "1",
+                "--model.val_k", "10", "--model.test_k", "10"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     version = tmp_path / "logs" / "diagnostics" / "version_0"
     figures = {p.name for p in (version / "figures").iterdir()}

@@ -62,12 +62,14 @@ def logged(trainer: pl.Trainer, name: str) -> list[float]:
 
 # --- tests of the shared helpers --------------------------------------------------------------------
 def test_checks_raise_one_line_config_errors():
-    assert check_int("n", 3) == 3 and check_float("t", 0.5, 0.0, 1.0) == 0.5 and check_choice("s", "a", ("a",)) == "a"
+    assert check_int("n", 3) == 3 and check_float("t", 0.5, 0.0, 1.0) == 0.5
+    assert check_choice("s", "a", ("a",)) == "a"
     for call, needle in [(lambda: check_int("n", 0), "n must be an integer >= 1, got 0"),
                          (lambda: check_int("n", True), "got True"),
                          (lambda: check_float("t", float("nan")), "got nan"),
                          (lambda: check_float("t", 0.0, 0.0, low_open=True), "(0.0, inf]"),
-                         (lambda: check_choice("source", "tran", ("train", "val")), "unknown source 'tran'; allowed: train, val")]:
+                         (lambda: check_choice("source", "tran", ("train", "val")),
+                          "unknown source 'tran'; allowed: train, val")]:
         with pytest.raises(ConfigError) as err:
             call()
         assert needle in str(err.value) and "\n" not in str(err.value)
@@ -75,7 +77,8 @@ def test_checks_raise_one_line_config_errors():
 
 def test_epoch_due_every_n_and_last():
     def due(epoch, n, max_epochs=10, sanity=False):
-        return epoch_due(SimpleNamespace(current_epoch=epoch, max_epochs=max_epochs, sanity_checking=sanity), n)
+        trainer = SimpleNamespace(current_epoch=epoch, max_epochs=max_epochs, sanity_checking=sanity)
+        return epoch_due(trainer, n)
     assert [e for e in range(10) if due(e, 3)] == [2, 5, 8, 9]   # every 3rd epoch, and the last one
     assert [e for e in range(10) if due(e, 1)] == list(range(10))
     assert not due(2, 3, sanity=True)
@@ -91,7 +94,8 @@ def test_fixed_examples_are_fixed_and_leave_the_training_stream_alone():
     x1, i1 = fixed_examples(trainer, "train", 50, seed=3)
     x2, _ = fixed_examples(trainer, "train", 50, seed=3)
     x3, _ = fixed_examples(trainer, "train", 50, seed=4)
-    assert torch.equal(train_loader.dataset._rng().get_state(), state)   # the dynamic binarization was not advanced
+    # the dynamic binarization's generator was not advanced
+    assert torch.equal(train_loader.dataset._rng().get_state(), state)
     assert torch.equal(x1, x2) and not torch.equal(x1, x3) and torch.equal(i1, torch.arange(50))
     assert set(x1.unique().tolist()) <= {0.0, 1.0} and x1.shape == (50, 64)
     xv, iv = fixed_examples(trainer, "val", 1000, seed=0)                 # capped at the split's size

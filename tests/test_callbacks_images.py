@@ -43,7 +43,8 @@ def test_trainer_writes_pngs_and_tensorboard_images(tmp_path):
     trainer.fit(tiny_module(), datamodule=dm)
     figures = tmp_path / "tb" / "version_0" / "figures"
     assert sorted(p.name for p in figures.iterdir()) == [
-        "reconstructions_epoch0001.png", "reconstructions_epoch0002.png", "samples_epoch0001.png", "samples_epoch0002.png"]
+        "reconstructions_epoch0001.png", "reconstructions_epoch0002.png",
+        "samples_epoch0001.png", "samples_epoch0002.png"]
     recon = imread(figures / "reconstructions_epoch0002.png")[..., 0]
     samples = imread(figures / "samples_epoch0002.png")[..., 0]
     # 4 rows of 4 8x8 tiles with 1-pixel borders (2 pairs of rows), enlarged to >= 256 pixels

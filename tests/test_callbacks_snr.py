@@ -29,7 +29,8 @@ def explicit_snr(module, x, R, seed):
     return out
 
 
-@pytest.mark.parametrize("objective,K,estimator", [("iwae", 4, "reparam"), ("miwae", 3, "dreg"), ("vae", 2, "stl")])
+@pytest.mark.parametrize("objective,K,estimator",
+                         [("iwae", 4, "reparam"), ("miwae", 3, "dreg"), ("vae", 2, "stl")])
 def test_matches_explicit_training_step_gradients(objective, K, estimator):
     M = 2 if objective == "miwae" else 1
     module = tiny_module(({"latent": 3, "hidden": [8]}, {"latent": 2, "hidden": [5]}), objective=objective,
@@ -38,7 +39,7 @@ def test_matches_explicit_training_step_gradients(objective, K, estimator):
     got = gradient_snr(module.net, module.objective, x, 12, torch.Generator().manual_seed(3))
     want = explicit_snr(module, x, 12, seed=3)
     assert got == pytest.approx(want, rel=1e-9)
-    assert all(p.grad is not None for p in module.parameters())   # (explicit_snr wrote .grad, not gradient_snr)
+    assert all(p.grad is not None for p in module.parameters())   # explicit_snr wrote .grad
     # a different noise stream gives different values: the comparison above is not vacuous
     assert gradient_snr(module.net, module.objective, x, 12, torch.Generator().manual_seed(4))["encoder"] != \
         pytest.approx(want["encoder"], rel=1e-6)

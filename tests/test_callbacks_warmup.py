@@ -69,7 +69,8 @@ def test_bad_settings_are_config_errors(kwargs, needle):
 
 def test_defaults_are_soenderby():
     w = BetaWarmup()
-    assert (w.schedule, w.start, w.end, w.epochs, w.steps, w.interval) == ("linear", 0.0, 1.0, 200, None, "epoch")
+    settings = (w.schedule, w.start, w.end, w.epochs, w.steps, w.interval)
+    assert settings == ("linear", 0.0, 1.0, 200, None, "epoch")
     assert BetaWarmup(steps=50).interval == "step"
 
 
@@ -82,8 +83,8 @@ def test_per_epoch_and_per_step_in_a_trainer(tmp_path):
     assert logged(trainer, "warmup/beta") == [0.0, 0.5, 1.0, 1.0]          # one value per epoch
 
     rec = Recorder()
-    trainer = make_trainer(tmp_path, [BetaWarmup("linear", steps=4), rec], max_epochs=2, limit_train_batches=3,
-                           limit_val_batches=0, log_every_n_steps=1)
+    trainer = make_trainer(tmp_path, [BetaWarmup("linear", steps=4), rec], max_epochs=2,
+                           limit_train_batches=3, limit_val_batches=0, log_every_n_steps=1)
     trainer.fit(tiny_module(), datamodule=digits())
     assert [b for _, _, b in rec.betas] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
     assert logged(trainer, "warmup/beta") == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
@@ -118,7 +119,7 @@ def test_beta_reaches_the_training_loss_but_not_evaluation(tmp_path):
         return rec.outputs[0]
 
     at0, at1 = first_step(0.0), first_step(1.0)
-    assert abs(at0["loss"].item() - at1["loss"].item()) > 1e-2       # the temperature changes the training loss
+    assert abs(at0["loss"].item() - at1["loss"].item()) > 1e-2       # beta changes the training loss
     torch.testing.assert_close(at0["log_w"], at1["log_w"])           # same noise, reported at beta = 1
 
     module = tiny_module()

@@ -65,8 +65,8 @@ def _source_dataset(trainer: pl.Trainer, source: str):
     if isinstance(loader, (list, tuple)):
         loader = loader[0] if loader else None
     if loader is None:
-        raise ConfigError(f"no {source} data to take diagnostics examples from; give the Trainer a datamodule "
-                          f"with {source}_dataloader() or choose another source")
+        raise ConfigError(f"no {source} data to take diagnostics examples from; give the Trainer a "
+                          f"datamodule with {source}_dataloader() or choose another source")
     return loader.dataset
 
 

@@ -90,7 +90,8 @@ def log_histogram(trainer: pl.Trainer, tag: str, counts: np.ndarray, edges: np.n
             logger.experiment.add_histogram_raw(
                 tag, min=float(edges[used[0]]), max=float(edges[used[-1] + 1]), num=int(counts.sum()),
                 sum=float((counts * centers).sum()), sum_squares=float((counts * centers ** 2).sum()),
-                bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(), global_step=trainer.global_step)
+                bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(),
+                global_step=trainer.global_step)
         elif isinstance(logger, WandbLogger):
             import wandb
 

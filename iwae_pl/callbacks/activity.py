@@ -22,8 +22,8 @@ from torch import Tensor
 from ..likelihood import log_likelihood
 from ..network import IWAENetwork
 from ..noise import indexed_normal
-from ._common import (SOURCES, check_choice, check_float, check_int, epoch_due, fixed_examples, log_global, shard,
-                      sum_across_processes)
+from ._common import (SOURCES, check_choice, check_float, check_int, epoch_due, fixed_examples, log_global,
+                      shard, sum_across_processes)
 from ._figures import histogram_figure, log_histogram, save_figure
 
 PROPAGATE = ("sample", "mean")
@@ -64,7 +64,8 @@ def activity_from_moments(moments: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
-def unit_activity(net: IWAENetwork, x: Tensor, index: Tensor, propagate: str = "sample", seed: int = 0) -> list[Tensor]:
+def unit_activity(net: IWAENetwork, x: Tensor, index: Tensor, propagate: str = "sample",
+                  seed: int = 0) -> list[Tensor]:
     """A_u = Var_x(E_q[u|x]) per layer, [d_l] float64, over the data points x [N, D] (one process)."""
     return activity_from_moments(posterior_mean_moments(net, x, index, propagate, seed))
 
@@ -104,7 +105,8 @@ class ActivityStats(Callback):
         self.threshold = check_float("activity threshold", threshold, 0.0, low_open=True)
         self.propagate = check_choice("propagate", propagate, PROPAGATE)
         self.prune_check_k = check_int("prune_check_k", prune_check_k, 0)
-        self.prune_check_stages = tuple(check_choice("prune check stage", s, PRUNE_STAGES) for s in prune_check_stages)
+        self.prune_check_stages = tuple(check_choice("prune check stage", s, PRUNE_STAGES)
+                                        for s in prune_check_stages)
         self.seed = check_int("seed", seed, 0)
         self.batch_size = check_int("batch_size", batch_size)
         self.activity: list[Tensor] | None = None  # the latest A_u per layer, [d_l] (on every process)
@@ -121,7 +123,8 @@ class ActivityStats(Callback):
         was_training = net.training
         net.eval()
         try:
-            moments = posterior_mean_moments(net, x.to(param), index, self.propagate, self.seed, self.batch_size)
+            moments = posterior_mean_moments(net, x.to(param), index, self.propagate, self.seed,
+                                             self.batch_size)
         finally:
             net.train(was_training)
         self.activity = activity_from_moments(sum_across_processes(pl_module, moments))
@@ -130,7 +133,8 @@ class ActivityStats(Callback):
     def _measure_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> list[Tensor]:
         activity = self.compute(trainer, pl_module)
         counts = [int((a > self.threshold).sum()) for a in activity]
-        log_global(pl_module, {**{f"active/layer{i}": c for i, c in enumerate(counts, 1)}, "active/total": sum(counts)})
+        per_layer = {f"active/layer{i}": c for i, c in enumerate(counts, 1)}
+        log_global(pl_module, {**per_layer, "active/total": sum(counts)})
         if trainer.is_global_zero:
             self._plot(trainer, activity, counts, tag)
         return activity
@@ -145,7 +149,8 @@ class ActivityStats(Callback):
             hist, _ = np.histogram(np.clip(v, lo, hi), edges)
             log_histogram(trainer, f"active/log10_A_layer{i}", hist, edges)
             panels.append((f"layer {i}: {c}/{len(v)} active", hist, edges))
-        fig = histogram_figure(panels, r"$\log_{10} A_u$", threshold=float(np.log10(self.threshold)), ylabel="units")
+        fig = histogram_figure(panels, r"$\log_{10} A_u$", threshold=float(np.log10(self.threshold)),
+                               ylabel="units")
         save_figure(trainer, fig, f"activity_{tag}")
 
     # --- hooks: measurement -----------------------------------------------------------------------
@@ -185,7 +190,8 @@ class ActivityStats(Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start(trainer, pl_module, "validate")
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                                dataloader_idx=0) -> None:
         self._batch(pl_module, batch)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

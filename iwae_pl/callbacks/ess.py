@@ -90,7 +90,8 @@ class EffectiveSampleSize(Callback):
                            batch_idx: int) -> None:
         log_w = outputs["log_w"]
         s = ess_stats(log_w, self.threshold)
-        self._sums += torch.stack([torch.ones_like(s["group"]), s["group"], s["all"], s["above_threshold"]]).sum(1)
+        per_point = [torch.ones_like(s["group"]), s["group"], s["all"], s["above_threshold"]]
+        self._sums += torch.stack(per_point).sum(1)
         if self._hist is not None:
             self._hist += weight_histogram(log_w, self.edges.to(log_w.device))
 

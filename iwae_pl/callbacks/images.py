@@ -83,7 +83,8 @@ class SampleImages(Callback):
                 self._emit(trainer, "samples", image_grid(probs, self.ncol), tag)
             if self.num_reconstructions:
                 x = fixed_examples(trainer, self.source, self.num_reconstructions, self.seed)[0].to(param)
-                tiles = interleave_rows(x.view(-1, *shape), reconstructions(net, x).view(-1, *shape), self.ncol)
+                recon = reconstructions(net, x).view(-1, *shape)
+                tiles = interleave_rows(x.view(-1, *shape), recon, self.ncol)
                 self._emit(trainer, "reconstructions", image_grid(tiles, self.ncol), tag)
         finally:
             net.train(was_training)

@@ -37,7 +37,8 @@ def gradient_snr(net: IWAENetwork, objective: Objective, x: Tensor, num_estimate
     squares = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     for _ in range(num_estimates):
         eps = net.draw_noise(x, objective.sample_shape, generator=generator)
-        lw = net.log_weights(x, objective.sample_shape, eps=eps, stop_q=objective.stop_q, split=objective.split)
+        lw = net.log_weights(x, objective.sample_shape, eps=eps, stop_q=objective.stop_q,
+                             split=objective.split)
         loss = -objective(lw).surrogate.mean()
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for s, q, g in zip(sums, squares, grads):

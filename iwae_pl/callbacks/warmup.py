@@ -45,11 +45,16 @@ class BetaWarmup(Callback):
         self.start = check_float("warm-up start", start, 0.0)
         self.end = check_float("warm-up end", end, 0.0)
         if epochs is not None and steps is not None:
-            raise ConfigError(f"give the warm-up length in epochs or in steps, not both (epochs={epochs}, steps={steps})")
+            raise ConfigError(f"give the warm-up length in epochs or in steps, not both "
+                              f"(epochs={epochs}, steps={steps})")
         self.steps = None if steps is None else check_int("warm-up steps", steps)
-        self.epochs = None if self.steps is not None else check_int("warm-up epochs", 200 if epochs is None else epochs)
+        if self.steps is None:
+            self.epochs = check_int("warm-up epochs", 200 if epochs is None else epochs)
+        else:
+            self.epochs = None
         default_interval = "step" if self.steps is not None else "epoch"
-        self.interval = check_choice("warm-up interval", default_interval if interval is None else interval, INTERVALS)
+        interval = default_interval if interval is None else interval
+        self.interval = check_choice("warm-up interval", interval, INTERVALS)
         if self.interval == "epoch" and self.steps is not None:
             raise ConfigError(f"warm-up interval 'epoch' needs the length in epochs, got steps={steps}")
         self.steepness = check_float("warm-up steepness", steepness, 0.0, low_open=True)
@@ -78,7 +83,8 @@ class BetaWarmup(Callback):
         if self.interval == "step":
             batches = trainer.num_training_batches
             if not math.isfinite(batches) or batches <= 0:
-                raise ConfigError("per-step warm-up over epochs needs a sized training loader; give steps= instead")
+                raise ConfigError("per-step warm-up over epochs needs a sized training loader; "
+                                  "give steps= instead")
             t += batch_idx / batches
         return t / self.epochs
 
@@ -92,7 +98,8 @@ class BetaWarmup(Callback):
         if self.interval == "epoch":
             self._apply(trainer, pl_module, 0)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
-        beta = self._apply(trainer, pl_module, batch_idx) if self.interval == "step" else pl_module.warmup_beta
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch,
+                             batch_idx: int) -> None:
         per_step = self.interval == "step"
+        beta = self._apply(trainer, pl_module, batch_idx) if per_step else pl_module.warmup_beta
         pl_module.log("warmup/beta", float(beta), on_step=per_step, on_epoch=not per_step, batch_size=1)
