@@ -109,3 +109,14 @@ def test_bad_settings():
         EffectiveSampleSize(threshold=2)
     with pytest.raises(ConfigError, match="histogram_every_n_epochs must be an integer >= 0"):
         EffectiveSampleSize(histogram_every_n_epochs=-1)
+
+
+class LossOnly(FixedLogWeights):
+    def training_step(self, batch, batch_idx):
+        return (self.p * 0).sum()
+
+
+def test_needs_log_weights_from_the_training_step(tmp_path):
+    trainer = make_trainer(tmp_path, [EffectiveSampleSize()])
+    with pytest.raises(ConfigError, match="needs training_step to return"):
+        trainer.fit(LossOnly(), train_dataloaders=loader(4, 2))

@@ -9,7 +9,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from iwae_pl import ConfigError
 from iwae_pl.callbacks import SampleImages
-from iwae_pl.callbacks.images import interleave_rows, model_samples, reconstructions
+from iwae_pl.callbacks.images import image_shape, interleave_rows, model_samples, reconstructions
 
 from test_callbacks_common import digits, make_trainer, single_thread, tiny_module  # noqa: F401
 
@@ -58,6 +58,16 @@ def test_trainer_writes_pngs_and_tensorboard_images(tmp_path):
     events = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0}).Reload()
     assert {"images/samples", "images/reconstructions"} <= set(events.Tags()["images"])
     assert [e.step for e in events.Images("images/samples")] == [4, 6]
+
+
+def test_image_shape_from_the_datamodule_else_square():
+    from types import SimpleNamespace
+
+    assert image_shape(SimpleNamespace(datamodule=digits()), 64) == (8, 8)
+    assert image_shape(SimpleNamespace(datamodule=SimpleNamespace(image_shape=(4, 16))), 64) == (4, 16)
+    assert image_shape(SimpleNamespace(datamodule=None), 784) == (28, 28)
+    with pytest.raises(ConfigError, match="60 pixels are not a square image"):
+        image_shape(SimpleNamespace(datamodule=None), 60)
 
 
 def test_bad_settings():

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from ..errors import ConfigError
 from ._common import check_float, check_int, epoch_due, log_global, sum_across_processes
 from ._figures import histogram_figure, log_histogram, save_figure
 
@@ -88,7 +89,10 @@ class EffectiveSampleSize(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        log_w = outputs["log_w"]
+        log_w = outputs.get("log_w") if isinstance(outputs, dict) else None
+        if log_w is None:
+            raise ConfigError("EffectiveSampleSize needs training_step to return "
+                              "{'loss': ..., 'log_w': [M, K, B]}")
         s = ess_stats(log_w, self.threshold)
         per_point = [torch.ones_like(s["group"]), s["group"], s["all"], s["above_threshold"]]
         self._sums += torch.stack(per_point).sum(1)

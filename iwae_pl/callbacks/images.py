@@ -9,6 +9,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from ..errors import ConfigError
 from ..network import IWAENetwork
 from ._common import SOURCES, check_choice, check_int, epoch_due, fixed_examples
 from ._figures import image_grid, log_image, save_image
@@ -38,6 +39,18 @@ def interleave_rows(originals: Tensor, recons: Tensor, ncol: int) -> Tensor:
     return torch.stack([rows_o, rows_r], 1).flatten(0, 2)
 
 
+def image_shape(trainer: pl.Trainer, input_dim: int) -> tuple[int, int]:
+    """``trainer.datamodule.image_shape``; without one, square images if D is a square number."""
+    shape = getattr(getattr(trainer, "datamodule", None), "image_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    side = math.isqrt(input_dim)
+    if side * side != input_dim:
+        raise ConfigError(f"SampleImages needs datamodule.image_shape: {input_dim} pixels are not a "
+                          "square image")
+    return side, side
+
+
 class SampleImages(Callback):
     """Every ``every_n_epochs`` training epochs (and after the last), writes
 
@@ -49,7 +62,7 @@ class SampleImages(Callback):
       p(x = 1 | h1 = E_q[h1 | x]);
 
     and sends both to TensorBoard (``add_image``) / W&B (``log_image``) as ``images/samples`` and
-    ``images/reconstructions``. The image shape is ``trainer.datamodule.image_shape``.
+    ``images/reconstructions``. The image shape is ``trainer.datamodule.image_shape`` (square if absent).
 
     Args:
         every_n_epochs: training epochs between grids. num_samples, num_reconstructions: grid sizes
@@ -72,7 +85,7 @@ class SampleImages(Callback):
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> None:
         net: IWAENetwork = pl_module.net
-        shape = tuple(trainer.datamodule.image_shape)
+        shape = image_shape(trainer, net.input_dim)
         param = next(net.parameters())
         was_training = net.training
         net.eval()
