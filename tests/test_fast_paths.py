@@ -8,7 +8,6 @@ log-weight sum, and the point-grouped L_k.
 from __future__ import annotations
 
 import copy
-import io
 import math
 import pickle
 
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from iwae_pl import OBJECTIVES, ConfigError, IWAENetwork, LayerSpec, log_likelihood, make_objective
+from iwae_pl import network as network_module
 from iwae_pl import objectives as objectives_module
 from iwae_pl.likelihood import auto_chunk
 from iwae_pl.log_weights import LogWeights
@@ -103,6 +103,24 @@ def test_mlp_forward_in_place_activations(activation):
         fast = _mlp_forward(mlp, t)
         torch.testing.assert_close(fast, mlp(t), rtol=0, atol=0)
     assert torch.equal(t, keep)  # the input is never written
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
+@pytest.mark.parametrize("estimator", ["reparam", "dreg"])
+def test_in_place_activations_keep_training_gradients(monkeypatch, activation, estimator):
+    def grads():
+        torch.manual_seed(0)
+        net = IWAENetwork(6, [LayerSpec(4, (8, 7), activation), LayerSpec(2, (5,), activation)]).double()
+        x = make_data()
+        objective = make_objective("iwae", 1, 5, estimator)
+        lw = net.log_weights(x, objective.sample_shape, eps=net.draw_noise(x, objective.sample_shape),
+                             stop_q=objective.stop_q, split=objective.split)
+        (-objective(lw).surrogate.mean()).backward()
+        return [p.grad for p in net.parameters()]
+    fast = grads()
+    monkeypatch.setattr(network_module, "_mlp_forward", lambda mlp, t: mlp(t))
+    for a, b in zip(fast, grads()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("B,S", [(7, (13,)), (3, (2, 5)), (600, (3,)), (1, (1100,)), (70, (9,))])
