@@ -28,14 +28,29 @@ class IWAECLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+def _user_error(err: BaseException) -> BaseException | None:
+    """The ConfigError/DataError behind err, if any: jsonargparse wraps errors raised while it
+    instantiates a class (a callback's bad setting) in its own ValueError."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (ConfigError, DataError)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main(args: list[str] | None = None) -> None:
     try:
         IWAECLI(IWAEModule, BinarizedDataModule, args=args,
                 # a second run in the same directory overwrites the saved config instead of failing
                 save_config_kwargs={"overwrite": True})
-    except ConfigError as err:
-        print(f"iwae_pl: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except DataError as err:
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is a user error
+        err = _user_error(exc)
+        if err is None:
+            raise
+        if isinstance(err, ConfigError):  # settings (including data settings): CLI misuse
+            print(f"iwae_pl: error: {err}", file=sys.stderr)
+            sys.exit(2)
         print(f"iwae_pl: data error: {err}", file=sys.stderr)
         sys.exit(1)

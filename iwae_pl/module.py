@@ -13,6 +13,7 @@ Callbacks talk to it through:
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Literal, Sequence
 
 import pytorch_lightning as pl
@@ -22,7 +23,7 @@ from torchmetrics import MeanMetric
 
 from .likelihood import log_likelihood
 from .log_weights import LogWeights
-from .network import BURDA_1_LAYER, IWAENetwork, LayerSpec
+from .network import BURDA_1_LAYER, IWAENetwork, LayerSpec, as_layer_specs
 from .noise import indexed_normal
 from .objectives import make_objective
 from .schedules import BurdaSchedule
@@ -72,6 +73,8 @@ class IWAEModule(pl.LightningModule):
         eval_chunk: int | None = None,
     ):
         super().__init__()
+        # Plain dicts in hparams: checkpoints load with torch.load(weights_only=True) and print as YAML.
+        layers = [asdict(s) if isinstance(s, LayerSpec) else dict(s) for s in as_layer_specs(layers)]
         self.save_hyperparameters()
         self.net = IWAENetwork(input_dim, layers, std)
         self.objective = make_objective(objective, M, K, estimator, beta, alpha)

@@ -58,8 +58,6 @@ def test_bad_callback_setting_fails_with_its_message(bad_warmup_run):
     assert proc.returncode != 0 and MESSAGE in proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="jsonargparse wraps the callback's ConfigError in a ValueError (the "
-                   "ConfigError is its __context__); iwae_pl/cli.py only catches a bare ConfigError")
 def test_bad_callback_setting_is_one_line_exit_2(bad_warmup_run):
     proc = bad_warmup_run
     assert proc.returncode == 2 and MESSAGE in proc.stderr and "Traceback" not in proc.stderr

@@ -76,3 +76,19 @@ def test_burda_schedule():
     assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(1e-3 * 10 ** (-1 / 7))
     assert lrs[4] == pytest.approx(1e-3 * 10 ** (-2 / 7)) and lrs[13] == pytest.approx(1e-3 * 10 ** (-3 / 7))
     assert [g["name"] for g in opt.param_groups] == ["encoder", "decoder"] and opt.defaults["eps"] == 1e-4
+
+
+def test_checkpoint_of_python_built_module_loads_with_weights_only(tmp_path):
+    """Layer specs are stored as plain dicts, so the safe (weights_only) checkpoint loader accepts them."""
+    import pytorch_lightning as pl
+
+    m = module(objective="miwae", M=2, K=3)
+    trainer = pl.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(m)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    ckpt = torch.load(tmp_path / "m.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["layers"][1] == {"latent": 3, "hidden": (8,), "activation": "tanh"}
+    loaded = IWAEModule.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert loaded.net.latent_sizes == [4, 3] and loaded.objective.sample_shape == (2, 3)
+    for a, b in zip(loaded.parameters(), m.parameters()):
+        torch.testing.assert_close(a, b)
