@@ -89,12 +89,17 @@ def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
 _INPLACE_ACTIVATIONS = {nn.Tanh: Tensor.tanh_, nn.ReLU: Tensor.relu_}
 
 
+_GLOBAL_HOOKS = (getattr(nn.modules.module, "_global_forward_hooks", None),
+                 getattr(nn.modules.module, "_global_forward_pre_hooks", None))
+
+
 def _has_hooks(module: nn.Module) -> bool:
     """Forward hooks on the module or its children, or global ones (they must see every module run)."""
-    glob = nn.modules.module
-    if getattr(glob, "_global_forward_hooks", None) or getattr(glob, "_global_forward_pre_hooks", None):
+    if any(_GLOBAL_HOOKS):
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+    if module._forward_hooks or module._forward_pre_hooks:
+        return True
+    return any(_has_hooks(m) for m in module._modules.values() if m is not None)
 
 
 def _mlp_forward(mlp: nn.Sequential, t: Tensor) -> Tensor:
@@ -275,10 +280,15 @@ def _softplus_(t: Tensor) -> Tensor:
         return t.copy_(F.softplus(t))
 
 
+_FUSED_MIN = 1 << 15  # elements; below it the Python-level backward costs more than the passes it saves
+
+
 def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
     """log Bernoulli(x; sigmoid(logits)) summed over pixels; x [B, D] broadcasts against [*S, B, D]."""
     if torch.is_grad_enabled() and (logits.requires_grad or x.requires_grad):
-        return _BernoulliLogProb.apply(x, logits)
+        if logits.numel() >= _FUSED_MIN:
+            return _BernoulliLogProb.apply(x, logits)
+        return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
     return _dot_last(logits, x) - F.softplus(logits).sum(-1)
 
 

@@ -128,8 +128,10 @@ class Objective:
         value = views.value if views is not None else log_w
         if value.dim() != 3 or tuple(value.shape[:2]) != self.sample_shape:
             raise ValueError(f"{self!r} expects log-weights [M={self.M}, K={self.K}, B], got {list(value.shape)}")
+        # With K = 1 and no split every weight is exactly 1/M: no gradient entry can be negligible.
+        flush = _flushed if self.K > 1 or self.split else (lambda t: t)
         if not self.stop_q and not self.split:
-            bound = self.bound(_flushed(value))  # plain reparameterization: autograd of the bound itself
+            bound = self.bound(flush(value))  # plain reparameterization: autograd of the bound itself
             return ObjectiveOutput(bound, bound)
         if self.stop_q and (views is None or not views.stop_q):
             raise ConfigError(f"{self!r} needs log-weights computed with stop_q=True (IWAENetwork.log_weights)")
@@ -141,7 +143,7 @@ class Objective:
             s = ((self.encoder_weights(v) * _flushed(views.encoder)).sum((0, 1))
                  + (self.decoder_weights(v) * _flushed(views.decoder)).sum((0, 1)))
         else:
-            s = (self.weights(v) * _flushed(value)).sum((0, 1))
+            s = (self.weights(v) * flush(value)).sum((0, 1))
         return ObjectiveOutput(bound, bound + (s - s.detach()))
 
 
