@@ -23,7 +23,7 @@ from .noise import BLOCK, indexed_normal
 # Rows (samples x data points) per forward pass. On a CPU small passes are fastest: the [rows, D]
 # activations stay in cache and reuse the allocator's memory (a fresh multi-MB tensor costs a page
 # fault per 4 KiB); benchmarks/bench.py sweeps it. A GPU wants large passes.
-DEFAULT_MAX_ROWS = 4096
+DEFAULT_MAX_ROWS = 8192
 CUDA_MAX_ROWS = 1 << 17  # ~0.5 GB of activations for Burda's nets
 
 
