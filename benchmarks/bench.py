@@ -405,14 +405,15 @@ def section_eval(ctx, res):
     from iwae_pl.likelihood import DEFAULT_MAX_ROWS
     default = f"project default (max_rows {DEFAULT_MAX_ROWS})"
     configs = {default: {"impl": "project"}}  # name -> worker spec
-    for rows in (512, 2048, 8192, 32768):
+    for rows in (512, 2048, 4096, 8192, 32768):
         if rows != DEFAULT_MAX_ROWS:
             configs[f"project max_rows {rows}"] = {"impl": "project", "max_rows": rows}
     configs["project chunk 5000 (1 pass/point)"] = {"impl": "project", "chunk": 5000}
-    for chunk in (16, 64, 256):
+    for chunk in (8, 16, 64, 256):
         configs[f"naive chunk {chunk}"] = {"impl": "naive", "chunk": chunk}
     if args.quick:
-        for name in ("project max_rows 512", "project max_rows 32768", "naive chunk 256"):
+        for name in ("project max_rows 512", "project max_rows 4096", "project max_rows 32768", "naive chunk 8",
+                     "naive chunk 256"):
             configs.pop(name, None)
     if ctx.base is not None:
         configs["baseline auto"] = {"impl": "baseline"}
