@@ -234,3 +234,32 @@ def test_lk_edge_cases():
     for batch, k in [(1, 5000), (20, 5000), (500, 5000), (10**5, 5000), (3, 10)]:
         c = auto_chunk(batch, k)
         assert c == k or (c % BLOCK == 0 and c >= BLOCK)
+
+
+# ------------------------------------------------------------------------------------------ logging
+def test_training_logs_only_on_logger_steps_with_identical_metrics(tmp_path, monkeypatch):
+    """train/bound is logged only on the steps the loggers write: metrics.csv is the same as when
+    logging every step (same seed, same batches)."""
+    import csv
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import CSVLogger
+
+    from iwae_pl import module as module_module
+    from iwae_pl.data import BinarizedDataModule
+    from iwae_pl.module import IWAEModule
+
+    def fit(name):
+        pl.seed_everything(0, verbose=False)
+        model = IWAEModule(input_dim=64, layers=[LayerSpec(4, (16,))], K=3, val_k=0)
+        trainer = pl.Trainer(max_steps=23, logger=CSVLogger(tmp_path, name=name), log_every_n_steps=5,
+                             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                             limit_val_batches=0, num_sanity_val_steps=0)
+        trainer.fit(model, datamodule=BinarizedDataModule(dataset="digits", batch_size=20))
+        with open(tmp_path / name / "version_0" / "metrics.csv") as f:
+            return [(r["step"], r["train/bound"]) for r in csv.DictReader(f) if r.get("train/bound")]
+
+    gated = fit("gated")
+    monkeypatch.setattr(module_module, "_logger_writes_this_step", lambda trainer: trainer is not None)
+    every_step = fit("every_step")
+    assert len(gated) == 4 and gated == every_step  # steps 4, 9, 14, 19 (0-based), same values
