@@ -143,11 +143,8 @@ def batches(loader):
             yield batch
 
 
-def run_minimal(ctx, M, K, steps, skip, pkg=None, layers=None):
-    """(b): the project's network and objective, hand-written loop. Returns seconds for `steps` steps."""
-    pkg = pkg or ctx.pkg
-    net = ctx.net(pkg, layers)
-    objective = pkg.make_objective(objective_name(M, K), M, K)
+def timed_loop(ctx, net, loss_fn, steps, skip):
+    """Adam steps of loss_fn(x) over the benchmark's data; seconds for the last `steps` of skip + steps."""
     opt = adam(net)
     it = batches(ctx.loader())
     t0 = None
@@ -155,13 +152,24 @@ def run_minimal(ctx, M, K, steps, skip, pkg=None, layers=None):
         if i == skip:
             t0 = time.perf_counter()
         x, _ = next(it)
-        lw = net.log_weights(x, objective.sample_shape, stop_q=objective.stop_q, split=objective.split)
-        _, surrogate = objective(lw)
-        loss = -surrogate.mean()
+        loss = loss_fn(x)
         opt.zero_grad()
         loss.backward()
         opt.step()
     return time.perf_counter() - t0
+
+
+def run_minimal(ctx, M, K, steps, skip, pkg=None, layers=None):
+    """(b): the project's network and objective, hand-written loop. Returns seconds for `steps` steps."""
+    pkg = pkg or ctx.pkg
+    net = ctx.net(pkg, layers)
+    objective = pkg.make_objective(objective_name(M, K), M, K)
+
+    def loss(x):
+        lw = net.log_weights(x, objective.sample_shape, stop_q=objective.stop_q, split=objective.split)
+        return -objective(lw).surrogate.mean()
+
+    return timed_loop(ctx, net, loss, steps, skip)
 
 
 def run_naive(ctx, M, K, steps, skip, flush=False, layers=None):
@@ -171,18 +179,7 @@ def run_naive(ctx, M, K, steps, skip, flush=False, layers=None):
     if flush:
         from iwae_pl.objectives import _flush_tiny_grad as hook
     net = NaiveIWAE(ctx.net(layers=layers))
-    opt = adam(net)
-    it = batches(ctx.loader())
-    t0 = None
-    for i in range(skip + steps):
-        if i == skip:
-            t0 = time.perf_counter()
-        x, _ = next(it)
-        loss = net.loss(x, M, K, grad_hook=hook)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - t0
+    return timed_loop(ctx, net, lambda x: net.loss(x, M, K, grad_hook=hook), steps, skip)
 
 
 def run_lightning(ctx, M, K, steps, skip, pkg=None):

@@ -23,7 +23,7 @@ from iwae_pl.log_weights import LogWeights
 from iwae_pl.network import BernoulliBlock, _mlp_forward, bernoulli_log_prob
 from iwae_pl.noise import BLOCK, block_seeds, indexed_normal, stream_seed
 
-from conftest import make_data, make_net
+from conftest import make_data, make_net, surrogate_grads
 
 
 # ------------------------------------------------------------------------------------------ noise
@@ -170,12 +170,6 @@ def test_log_joint_ratio_add_chain_equals_stacked_sums(net, x):
 
 
 # ------------------------------------------------------------------------------------------ gradient flush
-def surrogate_grads(net, objective, x, eps):
-    net.zero_grad()
-    lw = net.log_weights(x, objective.sample_shape, eps=eps, stop_q=objective.stop_q, split=objective.split)
-    bound, surrogate = objective(lw)
-    (-surrogate.mean()).backward()
-    return bound.detach(), [p.grad.clone() for p in net.parameters()]
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))

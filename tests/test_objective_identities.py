@@ -7,15 +7,7 @@ import torch
 from iwae_pl import CIWAE, ELBO, IWAE, MIWAE, OBJECTIVES, PIWAE, VR, make_objective
 
 from conftest import make_net
-
-
-def grads(net, objective, x, eps):
-    """Gradient of the objective's surrogate (mean over data) for every parameter."""
-    net.zero_grad()
-    lw = net.log_weights(x, objective.sample_shape, eps=eps, stop_q=objective.stop_q, split=objective.split)
-    bound, surrogate = objective(lw)
-    (-surrogate.mean()).backward()
-    return bound.detach(), [p.grad.clone() for p in net.parameters()]
+from conftest import surrogate_grads as grads
 
 
 def noise(net, shape, B, seed=0):
