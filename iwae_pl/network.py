@@ -207,27 +207,27 @@ class BernoulliBlock(nn.Module):
         return state
 
 
-def gaussian_log_prob(h: Tensor, mean: Tensor, log_std: Tensor, keep: Tensor | None = None) -> Tensor:
-    """log N(h; mean, exp(log_std)^2), summed over the last dimension: [..., d] -> [...].
+def _eps_log_prob(e: Tensor, log_std: Tensor | None = None, keep: Tensor | None = None) -> Tensor:
+    """log density of h = mean + exp(log_std) * e at h, summed over the last dimension: [..., d] -> [...].
 
-    keep: optional bool [d]; units where it is False are left out of the sum (pruned units).
+    (h - mean) / std is e itself, so callers that drew e pass it directly (cheaper, exact).
+    log_std None means std 1. keep: optional bool [d]; units where False are left out (pruned units).
     """
-    z = (h - mean) * torch.exp(-log_std)
-    if keep is None:
-        return -0.5 * (z.square().sum(-1) + _LOG_2PI * h.shape[-1]) - log_std.sum(-1)
-    return ((-0.5 * (z.square() + _LOG_2PI) - log_std) * keep).sum(-1)
+    if keep is None:  # no elementwise pass over the terms: sums first
+        out = -0.5 * (e.square().sum(-1) + _LOG_2PI * e.shape[-1])
+        return out if log_std is None else out - log_std.sum(-1)
+    terms = -0.5 * (e.square() + _LOG_2PI)
+    return ((terms if log_std is None else terms - log_std) * keep).sum(-1)
 
 
-def _eps_log_prob(e: Tensor, log_std: Tensor, keep: Tensor | None = None) -> Tensor:
-    """log q(h) for h = mean + exp(log_std) * e: (h - mean) / std is e itself (cheaper, exact)."""
-    if keep is None:
-        return -0.5 * (e.square().sum(-1) + _LOG_2PI * e.shape[-1]) - log_std.sum(-1)
-    return ((-0.5 * (e.square() + _LOG_2PI) - log_std) * keep).sum(-1)
+def gaussian_log_prob(h: Tensor, mean: Tensor, log_std: Tensor, keep: Tensor | None = None) -> Tensor:
+    """log N(h; mean, exp(log_std)^2), summed over the last dimension (keep: as ``_eps_log_prob``)."""
+    return _eps_log_prob((h - mean) * torch.exp(-log_std), log_std, keep)
 
 
-def standard_normal_log_prob(h: Tensor) -> Tensor:
-    """log N(h; 0, I), summed over the last dimension."""
-    return -0.5 * (h.square().sum(-1) + _LOG_2PI * h.shape[-1])
+def standard_normal_log_prob(h: Tensor, keep: Tensor | None = None) -> Tensor:
+    """log N(h; 0, I), summed over the last dimension (keep: as ``_eps_log_prob``)."""
+    return _eps_log_prob(h, None, keep)
 
 
 def _dot_last(logits: Tensor, x: Tensor) -> Tensor:
@@ -363,8 +363,7 @@ class Decoder(nn.Module):
         keep = keep or [None] * len(hs)
         log_p = [gaussian_log_prob(h, *block(upper), k)
                  for block, h, upper, k in zip(self.blocks, hs[:-1], hs[1:], keep[:-1])]
-        top = hs[-1] if keep[-1] is None else hs[-1] * keep[-1]  # a pruned unit's prior term is dropped
-        log_p.append(standard_normal_log_prob(top) + (0 if keep[-1] is None else 0.5 * _LOG_2PI * (~keep[-1]).sum()))
+        log_p.append(standard_normal_log_prob(hs[-1], keep[-1]))
         return self.visible.log_prob(x, hs[0]), log_p
 
 

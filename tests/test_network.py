@@ -63,3 +63,19 @@ def test_log_weight_terms_and_temperature():
     h1 = mean + log_std.exp() * eps[0]
     ref = torch.distributions.Normal(mean, log_std.exp()).log_prob(h1).sum(-1)
     torch.testing.assert_close(lw1.log_q[0], ref, atol=1e-4, rtol=1e-5)
+
+
+def test_densities_with_and_without_pruned_units():
+    """The Gaussian densities equal torch.distributions; pruned units (keep False) drop out exactly."""
+    from iwae_pl.network import gaussian_log_prob, standard_normal_log_prob
+
+    g = torch.Generator().manual_seed(0)
+    h, mean = torch.randn(3, 4, 5, generator=g), torch.randn(4, 5, generator=g)
+    log_std = 0.3 * torch.randn(4, 5, generator=g)
+    keep = torch.tensor([True, False, True, True, False])
+    ref = torch.distributions.Normal(mean, log_std.exp()).log_prob(h)
+    torch.testing.assert_close(gaussian_log_prob(h, mean, log_std), ref.sum(-1))
+    torch.testing.assert_close(gaussian_log_prob(h, mean, log_std, keep), ref[..., keep].sum(-1))
+    ref0 = torch.distributions.Normal(0.0, 1.0).log_prob(h)
+    torch.testing.assert_close(standard_normal_log_prob(h), ref0.sum(-1))
+    torch.testing.assert_close(standard_normal_log_prob(h, keep), ref0[..., keep].sum(-1))
