@@ -8,6 +8,7 @@ available so that the warm-up temperature beta and the diagnostics need no secon
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from torch import Tensor
 
@@ -25,6 +26,9 @@ class LogWeights:
         stop_q: True if log_q was evaluated with the encoder's parameters held fixed (STL, DReG).
         encoder, decoder: optional views with the same values as ``value`` whose gradients reach only
             the encoder / only the decoder (see ``IWAENetwork.log_weights(split=True)``).
+
+    The terms are not changed after construction: ``value`` and ``log_joint_ratio`` are computed once
+    and cached (the objective, the training step and the diagnostics all read them).
     """
 
     log_px: Tensor
@@ -36,7 +40,7 @@ class LogWeights:
     encoder: Tensor | None = None
     decoder: Tensor | None = None
 
-    @property
+    @cached_property
     def log_joint_ratio(self) -> Tensor:
         """sum_l log p(h_l | .) - sum_l log q(h_l | .): the latent part of log w, [*S, B]."""
         # A chain of adds (no torch.stack copies): 2L - 1 small elementwise ops, any number of layers.
@@ -45,7 +49,7 @@ class LogWeights:
             out = out + p - q
         return out
 
-    @property
+    @cached_property
     def value(self) -> Tensor:
         """log w at temperature beta, [*S, B]."""
         latent = self.log_joint_ratio
