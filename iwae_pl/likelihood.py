@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .errors import ConfigError
+from .errors import check_int
 from .network import IWAENetwork
 from .noise import BLOCK, indexed_normal
 
@@ -54,15 +54,12 @@ def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *,
         [B] float32 estimates of log p(x). A point's value does not depend on chunk, max_rows or the
         rest of the batch (up to float rounding of the running log-sum-exp).
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"k must be an integer >= 1, got {k!r}")
+    k = check_int("k", k)
     if max_rows is None:
         max_rows = CUDA_MAX_ROWS if x.device.type == "cuda" else DEFAULT_MAX_ROWS
-    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-        raise ConfigError(f"max_rows must be an integer >= 1, got {max_rows!r}")
+    max_rows = check_int("max_rows", max_rows)
     chunk = auto_chunk(x.shape[0], k, max_rows) if chunk is None else chunk
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ConfigError(f"chunk must be an integer >= 1, got {chunk!r}")
+    chunk = check_int("chunk", chunk)
     group = max(1, max_rows // chunk)  # data points per forward pass
     totals = []
     for first in range(0, x.shape[0], group):

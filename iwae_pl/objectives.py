@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .errors import ConfigError
+from .errors import ConfigError, check_int
 from .log_weights import LogWeights
 
 ESTIMATORS = ("reparam", "stl", "dreg")
@@ -65,12 +65,6 @@ def _flushed(t: Tensor) -> Tensor:
     return t
 
 
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 class Objective:
     """Base class: an objective over [M, K, B] log-weights with a gradient estimator.
 
@@ -81,7 +75,7 @@ class Objective:
     name = "objective"
 
     def __init__(self, M: int = 1, K: int = 1, estimator: str = "reparam"):
-        self.M, self.K = _check_count("M", M), _check_count("K", K)
+        self.M, self.K = check_int("M", M), check_int("K", K)
         if estimator not in ESTIMATORS:
             raise ConfigError(f"unknown gradient estimator {estimator!r}; allowed: {', '.join(ESTIMATORS)}")
         self.estimator = estimator

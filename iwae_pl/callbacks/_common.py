@@ -16,18 +16,12 @@ from torch import Tensor
 from torch.utils.data import default_collate
 
 from ..data.datamodule import BinaryDataset
-from ..errors import ConfigError
+from ..errors import ConfigError, check_int  # noqa: F401 - check_int is re-exported to the callbacks
 
 SOURCES = ("train", "val", "test")
 
 
 # --- argument checks (one-line ConfigErrors; the CLI turns them into exit code 2) -------------------
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def check_float(name: str, value: Any, low: float = -math.inf, high: float = math.inf,
                 low_open: bool = False) -> float:
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -27,8 +27,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from iwae_pl.data.download import DataError, DataSettingError
+from iwae_pl.data.download import DataSettingError
 from iwae_pl.data.sources import SPLITS, dataset_spec, load_splits
+from iwae_pl.errors import check_int
 
 __all__ = ["BinarizedDataModule", "BinaryDataset", "identity_collate", "derive_seed"]
 
@@ -90,12 +91,6 @@ class BinaryDataset(Dataset):
         return x[0], index[0]
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise DataSettingError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class BinarizedDataModule(pl.LightningDataModule):
     """Binary image datasets for (importance-weighted) autoencoders.
 
@@ -121,10 +116,10 @@ class BinarizedDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.spec = dataset_spec(dataset)
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.eval_batch_size = _check_int("eval_batch_size", eval_batch_size, 1)
-        self.seed = _check_int("seed", seed, 0)
-        self.num_workers = _check_int("num_workers", num_workers, 0)
+        self.batch_size = check_int("batch_size", batch_size, 1, DataSettingError)
+        self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1, DataSettingError)
+        self.seed = check_int("seed", seed, 0, DataSettingError)
+        self.num_workers = check_int("num_workers", num_workers, 0, DataSettingError)
         if not isinstance(download, bool):
             raise DataSettingError(f"download must be True or False, got {download!r}")
         if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
