@@ -2,29 +2,37 @@
 
 L_k(x) = log (1/k) sum_{i=1..k} w_i,  w_i = p(x, h_i) / q(h_i | x),  h_i ~ q(h | x),
 
-with k = 5000 in the papers. The k samples are processed in chunks and combined with a running
-log-sum-exp, so memory is bounded by the chunk, not by k; a large batch is split into groups of
-points so that a forward pass holds at most max(chunk, max_rows) sample rows, whatever the batch
-size. Noise comes from ``noise.indexed_normal``: a data point's estimate does not depend on the
-chunk size or on the batch it is evaluated in.
+with k = 5000 in the papers. Two ways to compute it, with the same noise and the same values up to
+float rounding (tests/test_fast_paths.py):
+
+- on a CPU (binary data, tanh/ReLU nets, no pruning), the evaluation pass of ``eval_pass``: one data
+  point at a time, its samples in blocks of ``chunk`` rows, points spread over threads;
+- otherwise (a GPU, pruning via ``keep``, other networks, or ``eval_pass=False``), ``IWAENetwork.
+  log_weights`` on chunks of samples combined with a running log-sum-exp, a large batch split into
+  groups of points so that a forward pass holds at most max(chunk, max_rows) sample rows.
+Either way memory is bounded by the chunk, not by k or the batch. Noise comes from ``noise``: a data
+point's estimate does not depend on the chunk size, the path, or the batch it is evaluated in.
 """
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from .errors import check_int
+from .eval_pass import EvalPass, Workspace, supports
 from .network import IWAENetwork
 from .noise import BLOCK, indexed_normal
 
-# Rows (samples x data points) per forward pass. On a CPU small passes are fastest: the [rows, D]
-# activations stay in cache and reuse the allocator's memory (a fresh multi-MB tensor costs a page
-# fault per 4 KiB); benchmarks/bench.py sweeps it. A GPU wants large passes.
+# Rows (samples x data points) per forward pass of the network path. On a CPU small passes are
+# fastest: the [rows, D] activations stay in cache and reuse the allocator's memory (a fresh multi-MB
+# tensor costs a page fault per 4 KiB); benchmarks/bench.py sweeps it. A GPU wants large passes.
 DEFAULT_MAX_ROWS = 8192
 CUDA_MAX_ROWS = 1 << 17  # ~0.5 GB of activations for Burda's nets
+EVAL_ROWS = 1024  # samples per block of the CPU evaluation pass (benchmarks/bench.py)
 
 
 def auto_chunk(batch_size: int, k: int, max_rows: int = DEFAULT_MAX_ROWS) -> int:
@@ -38,23 +46,33 @@ def auto_chunk(batch_size: int, k: int, max_rows: int = DEFAULT_MAX_ROWS) -> int
 @torch.no_grad()
 def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *, seed: int = 0,
                    chunk: int | None = None, keep: Sequence[Tensor | None] | None = None,
-                   max_rows: int | None = None) -> Tensor:
+                   max_rows: int | None = None, eval_pass: bool = True) -> Tensor:
     """L_k for each data point.
 
     Args:
         net: the network. x: [B, D] binary data. index: [B] the data points' dataset indices (they
             select the noise). k: samples per data point. seed: evaluation seed.
-        chunk: samples per data point per forward pass (default: ``auto_chunk``).
+        chunk: samples per data point per forward pass (default: ``EVAL_ROWS`` on the evaluation
+            pass, else ``auto_chunk``; the evaluation pass rounds it down to a multiple of the noise
+            BLOCK, at least one BLOCK).
         keep: optional per layer bool [d_l]: evaluate with the False units pruned (see
             ``IWAENetwork.log_weights``), for Burda et al.'s check that inactive units do not matter.
         max_rows: bound on samples x data points per forward pass (default: ``DEFAULT_MAX_ROWS`` on
             CPU, ``CUDA_MAX_ROWS`` on a GPU); the batch is split into groups of max(1, max_rows // chunk)
-            points, so memory is bounded whatever the batch size and k.
+            points, so memory is bounded whatever the batch size and k. (The evaluation pass runs one
+            point at a time: max_rows only caps its chunk.)
+        eval_pass: use the CPU evaluation pass where it applies (False: always the network's own
+            forward pass, e.g. to check one against the other).
     Returns:
-        [B] float32 estimates of log p(x). A point's value does not depend on chunk, max_rows or the
-        rest of the batch (up to float rounding of the running log-sum-exp).
+        [B] estimates of log p(x) (x's dtype). A point's value does not depend on chunk, max_rows,
+        eval_pass or the rest of the batch (up to float rounding).
     """
     k = check_int("k", k)
+    if eval_pass and keep is None and x.shape[0] > 0 and supports(net, x):
+        rows = EVAL_ROWS if chunk is None else check_int("chunk", chunk)
+        if max_rows is not None:
+            rows = min(rows, check_int("max_rows", max_rows))
+        return _per_point(net, x, index, k, seed, rows)
     if max_rows is None:
         max_rows = CUDA_MAX_ROWS if x.device.type == "cuda" else DEFAULT_MAX_ROWS
     max_rows = check_int("max_rows", max_rows)
@@ -74,3 +92,37 @@ def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *,
     if not totals:  # an empty batch
         return x.new_zeros(0)
     return (totals[0] if len(totals) == 1 else torch.cat(totals)) - math.log(k)
+
+
+def _per_point(net: IWAENetwork, x: Tensor, index: Tensor, k: int, seed: int, rows: int) -> Tensor:
+    """L_k through the CPU evaluation pass (``eval_pass``), one data point at a time.
+
+    With T = torch.get_num_threads() > 1 the points are spread over T Python threads that each run
+    torch single-threaded: whole points in parallel, instead of every small operation split T ways
+    (which waits on the slowest thread T times per operation). Threads release the GIL inside torch.
+    """
+    ev = EvalPass(net, x.dtype)
+    index = [int(i) for i in index.tolist()]
+    out = x.new_empty(x.shape[0])
+
+    def points(first: int, step: int) -> None:
+        ws = Workspace.local()
+        for b in range(first, x.shape[0], step):
+            out[b] = torch.logsumexp(ev.log_weights(x[b], index[b], k, seed, rows, ws), 0)
+
+    intra_op = torch.get_num_threads()
+    threads = min(intra_op, x.shape[0])
+    if threads == 1:
+        points(0, 1)
+        return out - math.log(k)
+
+    def worker(first: int) -> None:
+        torch.set_num_threads(1)
+        points(first, threads)
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(worker, range(threads)))  # list(): re-raises a worker's exception here
+    finally:
+        torch.set_num_threads(intra_op)  # BLAS thread counts are process-wide: restore them
+    return out - math.log(k)

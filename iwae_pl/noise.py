@@ -15,6 +15,7 @@ short ``normal_`` calls cost more than the parallelism gains.)
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -58,14 +59,23 @@ def block_seeds(seed: int, index: Tensor | Sequence[int], blocks: Sequence[int])
         return _splitmix64_np(h[:, None] ^ blk[None, :]) >> np.uint64(1)             # [B, nblocks]
 
 
-def _fill(buf: Tensor, seeds: list[list[int]], lo: int, hi: int) -> None:
-    """Draw the blocks of points lo .. hi-1 into buf[b, j], each from its own seeded stream."""
+def draw_blocks(seed: int, index: Tensor | Sequence[int], first: int, nblocks: int, total: int,
+                out: Tensor | None = None) -> Tensor:
+    """Noise blocks first .. first+nblocks-1 of every data point, sample-contiguous.
+
+    Returns [B, nblocks * BLOCK, total] float32 on the CPU (``out`` if given, of at least that many
+    elements: callers that draw repeatedly reuse one buffer); row j of point b is sample
+    first * BLOCK + j of stream (seed, index[b]), drawn as ``torch.randn(BLOCK, total)`` would.
+    """
+    seeds = block_seeds(seed, index, range(first, first + nblocks)).tolist()  # python ints for manual_seed
+    shape = (len(seeds), nblocks, BLOCK, total)
+    buf = torch.empty(shape) if out is None else out.view(-1)[:math.prod(shape)].view(shape)
     gen = torch.Generator()
-    for b in range(lo, hi):
-        row, blocks = seeds[b], buf[b]
-        for j in range(len(row)):
-            gen.manual_seed(row[j])
+    for row, blocks in zip(seeds, buf):
+        for j, s in enumerate(row):
+            gen.manual_seed(s)
             blocks[j].normal_(generator=gen)
+    return buf.view(len(seeds), nblocks * BLOCK, total)
 
 
 def indexed_normal(seed: int, index: Tensor, start: int, n: int, dims: Sequence[int],
@@ -79,16 +89,14 @@ def indexed_normal(seed: int, index: Tensor, start: int, n: int, dims: Sequence[
         one tensor per layer, [n, B, d_l]; entry [j, b] depends only on (seed, index[b], start + j).
     """
     dims = [int(d) for d in dims]
-    total = sum(dims)
     first, last = start // BLOCK, (start + n - 1) // BLOCK
-    seeds = block_seeds(seed, index, range(first, last + 1)).tolist()  # python ints for manual_seed
-    B, nblocks = len(seeds), last - first + 1
     pin = torch.device(device).type == "cuda" if device is not None else False
-    # [B, nblocks, BLOCK, total]: every (point, block) stream is drawn in place, as torch.randn(BLOCK, total) would.
-    buf = torch.empty(B, nblocks, BLOCK, total, pin_memory=pin and torch.cuda.is_available())
-    _fill(buf, seeds, 0, B)
+    out = None
+    if pin and torch.cuda.is_available():
+        out = torch.empty(len(index) * (last - first + 1) * BLOCK * sum(dims), pin_memory=True)
+    buf = draw_blocks(seed, index, first, last - first + 1, sum(dims), out)     # [B, rows, total]
     offset = start - first * BLOCK
-    out = buf.view(B, nblocks * BLOCK, total)[:, offset:offset + n].transpose(0, 1)  # [n, B, total], a view
+    out = buf[:, offset:offset + n].transpose(0, 1)  # [n, B, total], a view
     # One copy per layer into the sample-major layout the network uses (and the device transfer).
     return [e.to(device=device, dtype=dtype, memory_format=torch.contiguous_format, non_blocking=pin, copy=True)
             for e in out.split(dims, dim=-1)]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from iwae_pl import OBJECTIVES, ConfigError, IWAENetwork, LayerSpec, log_likelihood, make_objective
 from iwae_pl import network as network_module
 from iwae_pl import objectives as objectives_module
+from iwae_pl.eval_pass import EvalPass, supports
 from iwae_pl.likelihood import auto_chunk
 from iwae_pl.log_weights import LogWeights
 from iwae_pl.network import BernoulliBlock, _mlp_forward, bernoulli_log_prob
@@ -228,6 +229,102 @@ def test_lk_edge_cases():
     for batch, k in [(1, 5000), (20, 5000), (500, 5000), (10**5, 5000), (3, 10)]:
         c = auto_chunk(batch, k)
         assert c == k or (c % BLOCK == 0 and c >= BLOCK)
+
+
+# ------------------------------------------------------------------------------------------ evaluation pass
+EVAL_NETS = {  # name: (layers as (latent, hidden, activation), std)
+    "one_layer": (((3, (8,), "tanh"),), "exp"),
+    "two_layers_softplus_std": (((4, (8, 7), "tanh"), (2, (5,), "tanh")), "softplus"),
+    "three_layers_relu_no_hidden": (((4, (8, 7), "relu"), (3, (5,), "tanh"), (2, (), "tanh")), "exp"),
+}
+
+
+def eval_net(name, input_dim=13, dtype=torch.float64, scale=1.0):
+    layers, std = EVAL_NETS[name]
+    torch.manual_seed(3)
+    net = IWAENetwork(input_dim, [LayerSpec(d, tuple(h), a) for d, h, a in layers], std=std).to(dtype)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(scale) if p.dim() == 2 else p.normal_(0, 0.3)
+    return net
+
+
+def reference_log_weights(net, x, index, k, seed):
+    """[k] log w of one point through IWAENetwork.log_weights on the same noise."""
+    eps = indexed_normal(seed, torch.tensor([index]), 0, k, net.latent_sizes, dtype=x.dtype)
+    with torch.no_grad():
+        return net.log_weights(x[None], (k,), eps=eps).value[:, 0]
+
+
+@pytest.mark.parametrize("name", list(EVAL_NETS))
+@pytest.mark.parametrize("rows", [32, 64, 100, 1024])
+def test_eval_pass_equals_network_log_weights(name, rows):
+    """float64: the pass and the network agree to rounding, for any block size (k not a multiple of it)."""
+    net = eval_net(name)
+    x = make_data(4, 13)
+    ev = EvalPass(net, torch.float64)
+    assert supports(net, x)
+    for b in range(4):
+        got = ev.log_weights(x[b], 40 + b, 150, seed=7, rows=rows)
+        torch.testing.assert_close(got, reference_log_weights(net, x[b], 40 + b, 150, 7), rtol=1e-12, atol=1e-10)
+
+
+def test_eval_pass_float32_and_extreme_logits():
+    """A large visible layer puts logits far beyond +-100 (e^-|t| underflows to 0): the float32 pass
+    stays finite and as close to the float64 network as the float32 network is."""
+    net = eval_net("two_layers_softplus_std", input_dim=784)
+    with torch.no_grad():
+        net.decoder.visible.head.weight.mul_(60.0)
+    x = make_data(2, 784)
+    for b in range(2):
+        ref = reference_log_weights(net, x[b], b, 96, 1)                       # float64
+        net32, x32 = copy.deepcopy(net).float(), x[b].float()
+        got = EvalPass(net32, torch.float32).log_weights(x32, b, 96, seed=1)
+        ref32 = reference_log_weights(net32, x32, b, 96, 1)
+        assert torch.isfinite(got).all() and ref.abs().max() > 1e3
+        err, err32 = (got.double() - ref).abs().max(), (ref32.double() - ref).abs().max()
+        assert err <= 2 * err32 + 1e-6 * ref.abs().max(), (err, err32)
+
+
+def test_eval_pass_applies_only_where_it_is_exact():
+    net = eval_net("one_layer")
+    x = make_data(3, 13)
+    assert supports(net, x)
+    assert not supports(net, x * 0.5)                      # non-binary data: the sign trick needs x in {0, 1}
+    assert not supports(net.float(), x.float().half())     # dtype
+    gelu = IWAENetwork(13, [LayerSpec(3, (8,), "gelu")]).double()
+    assert not supports(gelu, x)                           # no in-place form of the activation
+    handle = net.encoder.register_forward_hook(lambda *a: None)
+    assert not supports(net, x)                            # hooks must see the modules run
+    handle.remove()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_lk_eval_pass_equals_network_path_and_restores_threads(threads):
+    """log_likelihood through the pass (points spread over threads) equals the network path and the
+    one-pass reference; torch's thread count is restored afterwards; non-binary x takes the network
+    path with the same values."""
+    net = eval_net("two_layers_softplus_std")
+    x, index = make_data(5, 13), torch.arange(10, 15)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fast = log_likelihood(net, x, index, 300, seed=2)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    slow = log_likelihood(net, x, index, 300, seed=2, eval_pass=False)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-9)
+    torch.testing.assert_close(fast, straightforward_lk(net, x, index, 300, seed=2), rtol=0, atol=1e-9)
+    soft = x * 0.9 + 0.05
+    torch.testing.assert_close(log_likelihood(net, soft, index, 300, seed=2),
+                               straightforward_lk(net, soft, index, 300, seed=2), rtol=0, atol=1e-9)
+
+
+def test_lk_eval_pass_errors_surface_from_worker_threads():
+    net = eval_net("one_layer")
+    with pytest.raises(ConfigError, match="chunk"):
+        log_likelihood(net, make_data(3, 13), torch.arange(3), 10, chunk=0)
 
 
 # ------------------------------------------------------------------------------------------ logging
