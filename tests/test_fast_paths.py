@@ -321,10 +321,26 @@ def test_lk_eval_pass_equals_network_path_and_restores_threads(threads):
                                straightforward_lk(net, soft, index, 300, seed=2), rtol=0, atol=1e-9)
 
 
-def test_lk_eval_pass_errors_surface_from_worker_threads():
+def test_lk_eval_pass_errors_surface_from_worker_threads(monkeypatch):
+    """An exception inside a worker thread reaches the caller, and torch's thread count is restored."""
+    import iwae_pl.likelihood as likelihood_module
+
     net = eval_net("one_layer")
     with pytest.raises(ConfigError, match="chunk"):
         log_likelihood(net, make_data(3, 13), torch.arange(3), 10, chunk=0)
+
+    def broken(self, x, index, *args, **kwargs):
+        raise RuntimeError(f"point {index} failed")
+
+    monkeypatch.setattr(likelihood_module.EvalPass, "log_weights", broken)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="point [0-2] failed"):
+            log_likelihood(net, make_data(3, 13), torch.arange(3), 10)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------ logging
