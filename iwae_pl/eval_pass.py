@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from .network import _INPLACE_ACTIVATIONS, IWAENetwork, _has_hooks, _softplus_
 from .noise import BLOCK, draw_blocks
 
+EVAL_ROWS = 8192  # samples per block: k = 5000 in one (fewer, longer operations; benchmarks/bench.py)
 _TREE_LEVELS = 4  # products of up to 2^4 = 16 factors in (1, 2]: at most 2^16, exact to a few ulp
 _VISIBLE_ROWS = 512  # rows of [rows, D] logits per step: 1.6 MB in float32, within a 2 MB L2 cache
 
@@ -133,19 +134,20 @@ class EvalPass:
         torch.sum(signed[:, :D], 1, out=signed[:, D])                                # sum_d s_d l_d
         return mean, log_std.exp(), log_std.sum(), signed
 
-    def _block(self, ws: Workspace, point, eps: list[Tensor], out: Tensor) -> None:
-        """log w of R samples of one point into out [R]; eps: per layer [R, d_l] (views are fine)."""
+    def _block(self, ws: Workspace, point, noise: Tensor, out: Tensor) -> None:
+        """log w of R samples of one point into out [R]; noise [R, sum d_l], all layers' (a view is fine)."""
         mean1, std1, log_std1_sum, signed = point
         R, dt = out.shape[0], self.dtype
-        # log w = sum_l [0.5 |e_l|^2 + sum log sigma_q,l]  - 0.5 |h_L|^2
+        eps = noise.split(self.dims, dim=-1)
+        # log w = 0.5 |e|^2 + sum_l sum log sigma_q,l  - 0.5 |h_L|^2
         #         - sum_{l<L} [0.5 |z_l|^2 + sum log sigma_p,l]  - sum_d softplus(s_d l_d)
-        out.copy_(_sq_norm(eps[0])).mul_(0.5).add_(log_std1_sum)
+        out.copy_(_sq_norm(noise)).mul_(0.5).add_(log_std1_sum)
         h = ws.get("h0", R, self.dims[0], dt, ones=True)
         torch.addcmul(mean1, std1, eps[0], out=h[:, :-1])
         hs = [h]
         for layer, (block, e) in enumerate(zip(self.encoder, eps[1:]), start=1):
             mean, log_std = self._gaussian(ws, f"q{layer}.", block, hs[-1])
-            out.add_(_sq_norm(e), alpha=0.5).add_(log_std.sum(-1))
+            out.add_(log_std.sum(-1))
             h = ws.get(f"h{layer}", R, self.dims[layer], dt, ones=True)
             torch.addcmul(mean, log_std.exp_(), e, out=h[:, :-1])
             hs.append(h)
@@ -177,7 +179,7 @@ class EvalPass:
 
     # ------------------------------------------------------------------------------------ public
     @torch.no_grad()
-    def log_weights(self, x: Tensor, index: int, k: int, seed: int, rows: int = 1024,
+    def log_weights(self, x: Tensor, index: int, k: int, seed: int, rows: int = EVAL_ROWS,
                     ws: Workspace | None = None) -> Tensor:
         """The k log-weights of one data point x [D] (binary), noise ``indexed_normal(seed, index)``.
 
@@ -195,5 +197,5 @@ class EvalPass:
             noise = draw_blocks(seed, [index], start // BLOCK, nblocks, total, out=raw)[0, :n]
             if self.dtype != torch.float32:
                 noise = noise.to(self.dtype)
-            self._block(ws, point, list(noise.split(self.dims, dim=-1)), out[start:start + n])
+            self._block(ws, point, noise, out[start:start + n])
         return out

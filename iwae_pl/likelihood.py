@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .errors import check_int
-from .eval_pass import EvalPass, Workspace, supports
+from .eval_pass import EVAL_ROWS, EvalPass, Workspace, supports
 from .network import IWAENetwork
 from .noise import BLOCK, indexed_normal
 
@@ -32,7 +32,6 @@ from .noise import BLOCK, indexed_normal
 # tensor costs a page fault per 4 KiB); benchmarks/bench.py sweeps it. A GPU wants large passes.
 DEFAULT_MAX_ROWS = 8192
 CUDA_MAX_ROWS = 1 << 17  # ~0.5 GB of activations for Burda's nets
-EVAL_ROWS = 8192  # samples per block of the CPU evaluation pass: k = 5000 in one (benchmarks/bench.py)
 
 
 def auto_chunk(batch_size: int, k: int, max_rows: int = DEFAULT_MAX_ROWS) -> int:

@@ -72,9 +72,9 @@ def draw_blocks(seed: int, index: Tensor | Sequence[int], first: int, nblocks: i
     buf = torch.empty(shape) if out is None else out.view(-1)[:math.prod(shape)].view(shape)
     gen = torch.Generator()
     for row, blocks in zip(seeds, buf):
-        for j, s in enumerate(row):
+        for s, block in zip(row, blocks.unbind(0)):  # unbind: one call for all the block views
             gen.manual_seed(s)
-            blocks[j].normal_(generator=gen)
+            block.normal_(generator=gen)
     return buf.view(len(seeds), nblocks * BLOCK, total)
 
 
