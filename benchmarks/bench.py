@@ -90,7 +90,8 @@ def adam(net):
               {"params": net.decoder.parameters() if hasattr(net, "decoder") else [], "name": "decoder"}]
     if not hasattr(net, "encoder"):  # the naive net
         groups = [{"params": net.parameters()}]
-    return torch.optim.Adam(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
+    from iwae_pl.module import adam as project_adam  # fused where torch has it, for every variant alike
+    return project_adam(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
 
 
 def objective_name(M: int, K: int) -> str:

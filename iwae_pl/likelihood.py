@@ -5,8 +5,9 @@ L_k(x) = log (1/k) sum_{i=1..k} w_i,  w_i = p(x, h_i) / q(h_i | x),  h_i ~ q(h |
 with k = 5000 in the papers. Two ways to compute it, with the same noise and the same values up to
 float rounding (tests/test_fast_paths.py):
 
-- on a CPU (binary data, tanh/ReLU nets, no pruning), the evaluation pass of ``eval_pass``: one data
-  point at a time, its samples in blocks of ``chunk`` rows, points spread over threads;
+- on a CPU for k >= 512 (binary data, tanh/ReLU nets, no pruning), the evaluation pass of
+  ``eval_pass``: one data point at a time, its samples in blocks of ``chunk`` rows, points spread
+  over threads;
 - otherwise (a GPU, pruning via ``keep``, other networks, or ``eval_pass=False``), ``IWAENetwork.
   log_weights`` on chunks of samples combined with a running log-sum-exp, a large batch split into
   groups of points so that a forward pass holds at most max(chunk, max_rows) sample rows.
@@ -27,6 +28,9 @@ from .eval_pass import EVAL_ROWS, EvalPass, Workspace, supports
 from .network import IWAENetwork
 from .noise import BLOCK, indexed_normal
 
+# The evaluation pass costs ~2 ms per data point to set up (2 cores): it pays off from k of a few
+# hundred (equal at k = 500, 10x slower at k = 1; benchmarks/bench.py, "Scaling with K").
+EVAL_PASS_MIN_K = 512
 # Rows (samples x data points) per forward pass of the network path. On a CPU small passes are
 # fastest: the [rows, D] activations stay in cache and reuse the allocator's memory (a fresh multi-MB
 # tensor costs a page fault per 4 KiB); benchmarks/bench.py sweeps it. A GPU wants large passes.
@@ -60,14 +64,14 @@ def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *,
             CPU, ``CUDA_MAX_ROWS`` on a GPU); the batch is split into groups of max(1, max_rows // chunk)
             points, so memory is bounded whatever the batch size and k. (The evaluation pass runs one
             point at a time: max_rows only caps its chunk.)
-        eval_pass: use the CPU evaluation pass where it applies (False: always the network's own
-            forward pass, e.g. to check one against the other).
+        eval_pass: use the CPU evaluation pass where it applies and k >= ``EVAL_PASS_MIN_K``
+            (False: always the network's own forward pass, e.g. to check one against the other).
     Returns:
         [B] estimates of log p(x) (x's dtype). A point's value does not depend on chunk, max_rows,
         eval_pass or the rest of the batch (up to float rounding).
     """
     k = check_int("k", k)
-    if eval_pass and keep is None and x.shape[0] > 0 and supports(net, x):
+    if eval_pass and k >= EVAL_PASS_MIN_K and keep is None and x.shape[0] > 0 and supports(net, x):
         rows = EVAL_ROWS if chunk is None else check_int("chunk", chunk)
         if max_rows is not None:
             rows = min(rows, check_int("max_rows", max_rows))
@@ -102,26 +106,30 @@ def _per_point(net: IWAENetwork, x: Tensor, index: Tensor, k: int, seed: int, ro
     """
     ev = EvalPass(net, x.dtype)
     index = [int(i) for i in index.tolist()]
-    out = x.new_empty(x.shape[0])
+    inference = torch.is_inference_mode_enabled()  # thread-local, like grad mode: carried into workers
 
-    def points(first: int, step: int) -> None:
+    def points(first: int, step: int) -> list[Tensor]:
+        """log sum_i w_i of points first, first + step, ... (one scalar tensor each)."""
         ws = Workspace.local()
-        for b in range(first, x.shape[0], step):
-            out[b] = torch.logsumexp(ev.log_weights(x[b], index[b], k, seed, rows, ws), 0)
+        with torch.inference_mode(inference):
+            return [torch.logsumexp(ev.log_weights(x[b], index[b], k, seed, rows, ws), 0)
+                    for b in range(first, x.shape[0], step)]
 
     intra_op = torch.get_num_threads()
     threads = min(intra_op, x.shape[0])
     if threads == 1:
-        points(0, 1)
-        return out - math.log(k)
+        return torch.stack(points(0, 1)) - math.log(k)
 
-    def worker(first: int) -> None:
+    def worker(first: int) -> list[Tensor]:
         torch.set_num_threads(1)
-        points(first, threads)
+        return points(first, threads)
 
     try:
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(worker, range(threads)))  # list(): re-raises a worker's exception here
+            parts = list(pool.map(worker, range(threads)))  # list(): re-raises a worker's exception here
     finally:
         torch.set_num_threads(intra_op)  # BLAS thread counts are process-wide: restore them
+    out = torch.empty(x.shape[0], dtype=x.dtype)
+    for first, values in enumerate(parts):
+        out[first::threads] = torch.stack(values)
     return out - math.log(k)

@@ -300,25 +300,53 @@ def test_eval_pass_applies_only_where_it_is_exact():
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_lk_eval_pass_equals_network_path_and_restores_threads(threads):
+def test_lk_eval_pass_equals_network_path_and_restores_threads(threads, monkeypatch):
     """log_likelihood through the pass (points spread over threads) equals the network path and the
-    one-pass reference; torch's thread count is restored afterwards; non-binary x takes the network
-    path with the same values."""
+    one-pass reference; torch's thread count is restored afterwards; non-binary x and small k take the
+    network path, with the same values."""
+    import iwae_pl.likelihood as likelihood_module
+
+    calls = []
+    real = likelihood_module.EvalPass.log_weights
+    monkeypatch.setattr(likelihood_module.EvalPass, "log_weights",
+                        lambda self, x, index, *a, **kw: calls.append(index) or real(self, x, index, *a, **kw))
     net = eval_net("two_layers_softplus_std")
     x, index = make_data(5, 13), torch.arange(10, 15)
+    k = likelihood_module.EVAL_PASS_MIN_K + 88
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        fast = log_likelihood(net, x, index, 300, seed=2)
+        fast = log_likelihood(net, x, index, k, seed=2)
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
-    slow = log_likelihood(net, x, index, 300, seed=2, eval_pass=False)
+    assert sorted(calls) == index.tolist()  # every point went through the pass, once
+    slow = log_likelihood(net, x, index, k, seed=2, eval_pass=False)
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-9)
-    torch.testing.assert_close(fast, straightforward_lk(net, x, index, 300, seed=2), rtol=0, atol=1e-9)
+    torch.testing.assert_close(fast, straightforward_lk(net, x, index, k, seed=2), rtol=0, atol=1e-9)
     soft = x * 0.9 + 0.05
-    torch.testing.assert_close(log_likelihood(net, soft, index, 300, seed=2),
-                               straightforward_lk(net, soft, index, 300, seed=2), rtol=0, atol=1e-9)
+    torch.testing.assert_close(log_likelihood(net, soft, index, k, seed=2),
+                               straightforward_lk(net, soft, index, k, seed=2), rtol=0, atol=1e-9)
+    log_likelihood(net, x, index, likelihood_module.EVAL_PASS_MIN_K - 1, seed=2)
+    assert len(calls) == 5  # neither non-binary data nor small k used the pass
+
+
+def test_lk_eval_pass_under_inference_mode_on_threads():
+    """Lightning evaluates under torch.inference_mode(), which is thread-local: the workers must run
+    in it too (writing into the caller's inference tensors from outside it is an error)."""
+    import iwae_pl.likelihood as likelihood_module
+
+    net = eval_net("one_layer")
+    x, index = make_data(4, 13), torch.arange(4)
+    k = likelihood_module.EVAL_PASS_MIN_K
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            got = log_likelihood(net, x, index, k)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(got, straightforward_lk(net, x, index, k, seed=0), rtol=0, atol=1e-9)
 
 
 def test_lk_eval_pass_errors_surface_from_worker_threads(monkeypatch):
@@ -337,7 +365,7 @@ def test_lk_eval_pass_errors_surface_from_worker_threads(monkeypatch):
     torch.set_num_threads(2)
     try:
         with pytest.raises(RuntimeError, match="point [0-2] failed"):
-            log_likelihood(net, make_data(3, 13), torch.arange(3), 10)
+            log_likelihood(net, make_data(3, 13), torch.arange(3), likelihood_module.EVAL_PASS_MIN_K)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -370,3 +398,29 @@ def test_training_logs_only_on_logger_steps_with_identical_metrics(tmp_path, mon
     monkeypatch.setattr(module_module, "_logger_writes_this_step", lambda trainer: trainer is not None)
     every_step = fit("every_step")
     assert len(gated) == 4 and gated == every_step  # steps 4, 9, 14, 19 (0-based), same values
+
+
+# ------------------------------------------------------------------------------------------ optimizer
+def test_fused_adam_matches_plain_adam():
+    """module.adam (fused where torch has it) takes the same steps as torch's plain Adam."""
+    from iwae_pl.module import adam
+
+    nets = [make_net(((4, (8, 7)), (2, (5,))), dtype=torch.float32) for _ in range(2)]
+    settings = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-4)
+    fast = adam([{"params": nets[0].encoder.parameters()}, {"params": nets[0].decoder.parameters()}], **settings)
+    plain = torch.optim.Adam([{"params": nets[1].encoder.parameters()}, {"params": nets[1].decoder.parameters()}],
+                             foreach=False, **settings)
+    if torch.__version__ >= "2.4":
+        assert fast.defaults["fused"]
+    x = make_data(6, dtype=torch.float32)
+    objective = make_objective("iwae", 1, 4)
+    start = [p.detach().clone() for p in nets[0].parameters()]
+    for step in range(5):
+        eps = nets[0].draw_noise(x, (1, 4), torch.Generator().manual_seed(step))
+        for net, opt in zip(nets, (fast, plain)):
+            opt.zero_grad()
+            (-objective(net.log_weights(x, (1, 4), eps=eps)).surrogate.mean()).backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert all((a - a0).abs().max() > 1e-3 for a, a0 in zip(nets[0].parameters(), start))  # they moved
