@@ -402,7 +402,7 @@ def section_eval(ctx, res):
     args = ctx.args
     points = 10 if args.quick else args.eval_points
     k = 5000
-    from iwae_pl.likelihood import DEFAULT_MAX_ROWS, EVAL_ROWS
+    from iwae_pl.likelihood import EVAL_ROWS
     default = f"project default (eval pass, {EVAL_ROWS} rows)"
     configs = {default: {"impl": "project"}}  # name -> worker spec
     for rows in (256, 512, 2048, 5000):

@@ -26,7 +26,8 @@ import threading
 import torch
 from torch import Tensor, nn
 
-from .network import _INPLACE_ACTIVATIONS, IWAENetwork, _has_hooks, _softplus_
+from .bernoulli import _softplus_
+from .network import _INPLACE_ACTIVATIONS, IWAENetwork, _has_hooks
 from .noise import BLOCK, draw_blocks
 
 EVAL_ROWS = 8192  # samples per block: k = 5000 in one (fewer, longer operations; benchmarks/bench.py)

@@ -3,7 +3,8 @@
 Correctness only (no timing): the vectorized noise, the fused Bernoulli log-likelihood and its
 hand-written backward, the evaluation-only (no autograd) network path with in-place activations,
 row blocks and scratch buffers, the subnormal-gradient flush of the objectives, the add-chain
-log-weight sum, and the point-grouped L_k.
+log-weight sum, the point-grouped L_k, the CPU evaluation pass (eval_pass.py) and its threads, and
+the fused Adam.
 """
 from __future__ import annotations
 
