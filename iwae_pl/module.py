@@ -49,8 +49,8 @@ def _logger_writes_this_step(trainer) -> bool:
 
 def adam(param_groups, **settings) -> torch.optim.Adam:
     """torch.optim.Adam, fused (one kernel over all parameters) where torch has it: CPU and CUDA tensors
-    from torch 2.4. The same update rule; measured 11.0 -> 8.1 ms per step at K = 1 and 34.9 -> 32.5 at
-    K = 50 on Burda's 2-layer model (batch 20, 2 CPU cores)."""
+    from torch 2.4. The same update rule; a step of Burda's 2-layer model at batch 20, K = 1 took
+    8.8 -> 5.6 ms on 2 CPU cores (benchmarks/README.md)."""
     groups = [dict(g, params=list(g["params"])) for g in param_groups]
     devices = {p.device.type for g in groups for p in g["params"]}
     fused = torch.__version__ >= "2.4" and devices <= {"cpu", "cuda"} and bool(devices)
