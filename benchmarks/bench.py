@@ -2,7 +2,7 @@
 """Performance benchmark of iwae_pl: one command, a table on stdout and a JSON file.
 
     python benchmarks/bench.py            # full run (~14 min on 2 CPU cores)
-    python benchmarks/bench.py --quick    # smaller subsets and fewer repeats (~5 min)
+    python benchmarks/bench.py --quick    # smaller subsets and fewer repeats (~2.5 min)
 
 Sections (Burda et al.'s 2-layer MNIST model ``BURDA_2_LAYER``, batch 20, binarized MNIST):
 

@@ -66,9 +66,10 @@ class Workspace:
         key = (name, cols, dtype, ones)
         buf = self._buffers.get(key)
         if buf is None or buf.shape[0] < rows:
-            buf = self._buffers[key] = torch.empty(rows, cols + ones, dtype=dtype)
-            if ones:
-                buf[:, -1] = 1
+            with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
+                buf = self._buffers[key] = torch.empty(rows, cols + ones, dtype=dtype)
+                if ones:
+                    buf[:, -1] = 1
         return buf[:rows]
 
 

@@ -348,6 +348,14 @@ def test_lk_eval_pass_under_inference_mode_on_threads():
     finally:
         torch.set_num_threads(before)
     torch.testing.assert_close(got, straightforward_lk(net, x, index, k, seed=0), rtol=0, atol=1e-9)
+    # The calling thread's buffers persist between calls: made under inference mode, reused outside it.
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            log_likelihood(net, x[:1], index[:1], k)
+        torch.testing.assert_close(log_likelihood(net, x, index, k), got, rtol=0, atol=1e-9)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_lk_eval_pass_errors_surface_from_worker_threads(monkeypatch):
