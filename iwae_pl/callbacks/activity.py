@@ -176,7 +176,8 @@ class ActivityStats(Callback):
         hp = pl_module.hparams
         kw = dict(seed=hp.get("eval_seed", 0), chunk=hp.get("eval_chunk", None))
         pruned = log_likelihood(pl_module.net, x, index, self.prune_check_k, keep=self._keep, **kw)
-        full = log_likelihood(pl_module.net, x, index, self.prune_check_k, **kw)
+        # The same computation as the pruned one (the network path), so the difference is the pruning's.
+        full = log_likelihood(pl_module.net, x, index, self.prune_check_k, eval_pass=False, **kw)
         self._nll += torch.tensor([len(x), -pruned.double().sum().item(), -full.double().sum().item()],
                                   dtype=torch.float64, device=self._nll.device)
 
