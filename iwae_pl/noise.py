@@ -7,8 +7,9 @@ generator seeded by a hash of (seed, index, block), then moved to the target dev
 runs see identical noise. Training keeps torch's ordinary (faster) RNG.
 
 Speed: the block seeds of a whole call are hashed at once (numpy, wrapping uint64 arithmetic, the
-same values as ``stream_seed``), and every block is drawn straight into one preallocated buffer,
-so the per-block Python work is a reseed and one ``normal_`` call. What remains is torch's CPU
+same values as ``stream_seed``), and every block is drawn straight into one buffer (``draw_blocks``;
+the CPU evaluation pass passes a reused one), so the per-block Python work is a reseed and one
+``normal_`` call. What remains is torch's CPU
 Mersenne-Twister/Box-Muller itself, about 9 ns per number (``BLOCK * sum(dims)`` numbers a block).
 (Drawing the points' streams on two threads was measured slower: the GIL hand-offs between the
 short ``normal_`` calls cost more than the parallelism gains.)
@@ -91,12 +92,12 @@ def indexed_normal(seed: int, index: Tensor, start: int, n: int, dims: Sequence[
     dims = [int(d) for d in dims]
     first, last = start // BLOCK, (start + n - 1) // BLOCK
     pin = torch.device(device).type == "cuda" if device is not None else False
-    out = None
+    pinned = None  # page-locked host memory, so the copies to the GPU below can be asynchronous
     if pin and torch.cuda.is_available():
-        out = torch.empty(len(index) * (last - first + 1) * BLOCK * sum(dims), pin_memory=True)
-    buf = draw_blocks(seed, index, first, last - first + 1, sum(dims), out)     # [B, rows, total]
+        pinned = torch.empty(len(index) * (last - first + 1) * BLOCK * sum(dims), pin_memory=True)
+    buf = draw_blocks(seed, index, first, last - first + 1, sum(dims), pinned)  # [B, rows, total]
     offset = start - first * BLOCK
-    out = buf[:, offset:offset + n].transpose(0, 1)  # [n, B, total], a view
+    samples = buf[:, offset:offset + n].transpose(0, 1)  # [n, B, total], a view
     # One copy per layer into the sample-major layout the network uses (and the device transfer).
     return [e.to(device=device, dtype=dtype, memory_format=torch.contiguous_format, non_blocking=pin, copy=True)
-            for e in out.split(dims, dim=-1)]
+            for e in samples.split(dims, dim=-1)]
