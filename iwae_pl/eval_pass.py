@@ -5,8 +5,7 @@ L_5000 on a test set costs as much as several training epochs, almost all of it 
 same noise, the same value up to float rounding; tests/test_fast_paths.py), computed differently:
 
 - One data point at a time, its k samples in blocks of ``rows``. Every intermediate is written into
-  buffers of a per-thread ``Workspace``: on the virtual machines this runs on, a fresh multi-MB
-  tensor costs a page fault per 4 KiB on first touch, which doubled the time of the elementwise work.
+  buffers of the thread's ``Workspace`` (no page faults on fresh memory, see ``workspace``).
 - Biases ride inside the matrix products: each layer's input buffer carries a trailing column of
   ones, and each weight matrix a trailing row holding the bias (no broadcast copy per layer).
 - For binary x the Bernoulli term is log p(x|h1) = -sum_d softplus(s_d l_d) with s = 1 - 2x. The
@@ -21,7 +20,6 @@ hooks; ``supports`` says when it applies, and callers use ``IWAENetwork.log_weig
 from __future__ import annotations
 
 import math
-import threading
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +27,7 @@ from torch import Tensor, nn
 from .bernoulli import _softplus_
 from .network import _INPLACE_ACTIVATIONS, IWAENetwork, _has_hooks
 from .noise import BLOCK, draw_blocks
+from .workspace import Workspace
 
 EVAL_ROWS = 8192  # samples per block: k = 5000 in one (fewer, longer operations; benchmarks/bench.py)
 _TREE_LEVELS = 4  # products of up to 2^4 = 16 factors in (1, 2]: at most 2^16, exact to a few ulp
@@ -45,32 +44,6 @@ def supports(net: IWAENetwork, x: Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 2
             and all(spec.activation in ("tanh", "relu") for spec in net.specs)
             and not _has_hooks(net) and bool(((x == 0) | (x == 1)).all()))
-
-
-class Workspace:
-    """Buffers reused across blocks and data points (one per thread: ``Workspace.local()``)."""
-
-    _tls = threading.local()
-
-    def __init__(self) -> None:
-        self._buffers: dict[tuple, Tensor] = {}
-
-    @classmethod
-    def local(cls) -> "Workspace":
-        if not hasattr(cls._tls, "ws"):
-            cls._tls.ws = cls()
-        return cls._tls.ws
-
-    def get(self, name: str, rows: int, cols: int, dtype: torch.dtype, ones: bool = False) -> Tensor:
-        """A [rows, cols] buffer; with ``ones`` it has one more column, set to 1 (see module doc)."""
-        key = (name, cols, dtype, ones)
-        buf = self._buffers.get(key)
-        if buf is None or buf.shape[0] < rows:
-            with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
-                buf = self._buffers[key] = torch.empty(rows, cols + ones, dtype=dtype)
-                if ones:
-                    buf[:, -1] = 1
-        return buf[:rows]
 
 
 def _augmented(linear: nn.Linear, dtype: torch.dtype) -> Tensor:

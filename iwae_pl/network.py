@@ -14,7 +14,6 @@ Gaussian draw is broadcast over the sample shape.
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -26,6 +25,7 @@ from torch.func import functional_call
 from .bernoulli import _dot_last, _softplus_, bernoulli_log_prob
 from .errors import ConfigError
 from .log_weights import LogWeights
+from .workspace import Workspace
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus, "gelu": nn.GELU}
@@ -167,8 +167,8 @@ class BernoulliBlock(nn.Module):
     # Evaluation (no autograd): this block is most of the work of a pass, and its [rows, D] logits the
     # largest tensor. It runs over blocks of about ROW_BLOCK rows, so that the block's activations and
     # logits stay in the CPU caches (a [8000, 784] float32 tensor is 25 MB: every pass over it would
-    # wait on DRAM), and the logits and their softplus are written into one reused scratch buffer (a
-    # fresh multi-MB tensor costs a page fault per 4 KiB on first touch). Same values, same shapes.
+    # wait on DRAM), and the logits and their softplus are written into the thread's reused
+    # ``Workspace`` buffer. Same values, same shapes.
     ROW_BLOCK = 512
     _SCRATCH_MAX = 1 << 23  # elements (32 MiB in float32); larger blocks allocate as usual
 
@@ -180,32 +180,18 @@ class BernoulliBlock(nn.Module):
         B, D = x.shape[0], self.head.out_features
         samples = t.reshape(-1, B, t.shape[-1])  # [S', B, d1]
         per_block = max(1, self.ROW_BLOCK // max(1, B))  # samples per block
-        n = min(per_block, samples.shape[0]) * B * D
-        if n > self._SCRATCH_MAX:
+        if min(per_block, samples.shape[0]) * B * D > self._SCRATCH_MAX:
             return bernoulli_log_prob(x, self(t))
         out = t.new_empty(samples.shape[:2])
-        buf = self._scratch(n, t)
+        buf = Workspace.local().get("visible logits", min(per_block, samples.shape[0]) * B, D, t.dtype,
+                                    device=t.device)
         for s0 in range(0, samples.shape[0], per_block):
             a = _mlp_forward(self.mlp, samples[s0:s0 + per_block])  # [s, B, H]
             rows = a.shape[0] * B
-            logits = buf[:rows * D].view(a.shape[0], B, D)
-            torch.addmm(self.head.bias, a.reshape(rows, -1), self.head.weight.t(), out=logits.view(rows, D))
+            logits = torch.addmm(self.head.bias, a.reshape(rows, -1), self.head.weight.t(), out=buf[:rows])
+            logits = logits.view(a.shape[0], B, D)
             torch.sub(_dot_last(logits, x), _softplus_(logits).sum(-1), out=out[s0:s0 + per_block])
         return out.view(t.shape[:-1])
-
-    def _scratch(self, n: int, like: Tensor) -> Tensor:
-        store = self.__dict__.setdefault("_scratch_buffers", {})
-        key = (threading.get_ident(), like.device, like.dtype)
-        buf = store.get(key)
-        if buf is None or buf.numel() < n:
-            buf = store[key] = torch.empty(n, device=like.device, dtype=like.dtype)
-        return buf[:n]
-
-    def __getstate__(self):  # never pickle or deep-copy the scratch buffers
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        state = dict(state)
-        state.pop("_scratch_buffers", None)
-        return state
 
 
 def _eps_log_prob(e: Tensor, log_std: Tensor | None = None, keep: Tensor | None = None) -> Tensor:
