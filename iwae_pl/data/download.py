@@ -31,7 +31,7 @@ from typing import Iterable
 
 from iwae_pl.errors import ConfigError
 
-__all__ = ["DataError", "RemoteFile", "file_checksum", "verify_file", "download", "fetch", "ALGORITHMS"]
+__all__ = ["DataError", "RemoteFile", "file_checksum", "verify_file", "download", "fetch", "find_local", "ALGORITHMS"]
 
 ALGORITHMS = ("md5", "sha1", "sha256", "git-blob-sha1")
 CHUNK = 1 << 20
@@ -220,6 +220,16 @@ def _stream(url: str, out) -> tuple[int, int | None]:
         raise _AttemptFailed(f"network error ({type(e).__name__}: {e})") from e
 
 
+def find_local(remote: RemoteFile, search_dirs: Iterable[str | os.PathLike]) -> Path | None:
+    """The verified first copy of ``remote`` in ``search_dirs``, or None (never downloads; a copy with a
+    wrong checksum is an error)."""
+    for d in search_dirs:
+        candidate = Path(d) / remote.name
+        if candidate.is_file():
+            return verify_file(candidate, remote)
+    return None
+
+
 def fetch(
     remote: RemoteFile,
     search_dirs: Iterable[str | os.PathLike],
@@ -234,10 +244,9 @@ def fetch(
     and cannot be downloaded. A local copy with a wrong checksum is an error, never silently replaced.
     """
     dirs = [Path(d) for d in search_dirs]
-    for d in dirs:
-        candidate = d / remote.name
-        if candidate.is_file():
-            return verify_file(candidate, remote)
+    local = find_local(remote, dirs)
+    if local is not None:
+        return local
     where = ", ".join(str(d) for d in dirs)
     if not allow_download:
         raise DataError(f"{remote.name} not found in {where} and download=False; {hint}")

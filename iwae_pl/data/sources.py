@@ -49,7 +49,7 @@ from typing import Callable, Collection
 
 import numpy as np
 
-from iwae_pl.data.download import DataError, DataSettingError, RemoteFile, fetch, verify_file
+from iwae_pl.data.download import DataError, DataSettingError, RemoteFile, fetch, find_local
 
 __all__ = [
     "DATASETS", "DatasetSpec", "ENV_VAR", "EXTRA_DIRS", "REMOTE_FILES", "SPLITS",
@@ -148,10 +148,7 @@ class _Files:
 
     def find_local(self, name: str) -> Path | None:
         """The verified local copy of ``name`` if there is one (never downloads)."""
-        for d in self.search_dirs:
-            if (d / name).is_file():
-                return verify_file(d / name, self.remote(name))
-        return None
+        return find_local(self.remote(name), self.search_dirs)
 
 
 # ---------------------------------------------------------------------------------------------- parsers
