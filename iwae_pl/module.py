@@ -32,7 +32,7 @@ ObjectiveName = Literal["vae", "iwae", "miwae", "ciwae", "piwae", "vr"]
 EstimatorName = Literal["reparam", "stl", "dreg"]
 
 
-def _logger_writes_this_step(trainer) -> bool:
+def logger_writes_this_step(trainer) -> bool:
     """Whether the loggers will write this training step's metrics (every ``log_every_n_steps``).
 
     ``self.log`` costs about 0.5 ms a call on a CPU (Lightning's result collection), as much as a
@@ -131,12 +131,10 @@ class IWAEModule(pl.LightningModule):
                                   stop_q=objective.stop_q, split=objective.split)
         bound, surrogate = objective(lw)
         loss = -surrogate.mean()
-        log_w = lw.value.detach()
-        if self.warmup_beta != 1.0:  # report the true bound (beta = 1) even while warming up
-            log_w = lw.at_beta(1.0).detach()
-            bound = objective.bound(log_w)
-        if _logger_writes_this_step(self._trainer):
-            self.log("train/bound", bound.detach().mean(), prog_bar=True)
+        warm = self.warmup_beta != 1.0  # report the true bound (beta = 1) even while warming up
+        log_w = (lw.at_beta(1.0) if warm else lw.value).detach()  # every step: the ESS callback reads it
+        if logger_writes_this_step(self._trainer):
+            self.log("train/bound", (objective.bound(log_w) if warm else bound).detach().mean(), prog_bar=True)
         return {"loss": loss, "log_w": log_w}
 
     def eval_log_weights(self, x: Tensor, index: Tensor, seed: int | None = None) -> LogWeights:

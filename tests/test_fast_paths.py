@@ -405,7 +405,7 @@ def test_training_logs_only_on_logger_steps_with_identical_metrics(tmp_path, mon
             return [(r["step"], r["train/bound"]) for r in csv.DictReader(f) if r.get("train/bound")]
 
     gated = fit("gated")
-    monkeypatch.setattr(module_module, "_logger_writes_this_step", lambda trainer: trainer is not None)
+    monkeypatch.setattr(module_module, "logger_writes_this_step", lambda trainer: trainer is not None)
     every_step = fit("every_step")
     assert len(gated) == 4 and gated == every_step  # steps 4, 9, 14, 19 (0-based), same values
 
