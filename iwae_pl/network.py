@@ -377,17 +377,21 @@ class IWAENetwork(nn.Module):
         out.encoder, out.decoder = out.value, decoder_view
         return out
 
-    def posterior_means(self, x: Tensor, propagate: Literal["sample", "mean"] = "sample") -> list[Tensor]:
+    def posterior_means(self, x: Tensor, propagate: Literal["sample", "mean"] = "sample",
+                        eps: Sequence[Tensor] | None = None) -> list[Tensor]:
         """E_q[h_l | input of layer l] for every layer, each [B, d_l] (the activity statistic's input).
 
-        ``sample`` (Burda's code, the default): layer l > 1 is fed one sample of layer l-1;
-        ``mean``: layer l > 1 is fed the mean of layer l-1 (a mean-field shortcut).
+        ``sample`` (Burda's code, the default): layer l > 1 is fed one sample of layer l-1, drawn with
+        the noise ``eps`` (per layer [B, d_l]; default torch's RNG); ``mean``: layer l > 1 is fed the
+        mean of layer l-1 (a mean-field shortcut). The encoder only: no decoder pass.
         """
+        if propagate == "sample":
+            eps = self.draw_noise(x, ()) if eps is None else eps
+            return [mean for mean, _ in self.encoder(x, eps)[2]]
         means, below = [], x
         for block in self.encoder.blocks:
-            mean, log_std = block(below)
-            means.append(mean)
-            below = mean if propagate == "mean" else mean + torch.exp(log_std) * torch.randn_like(mean)
+            below, _ = block(below)
+            means.append(below)
         return means
 
     def decode_probs(self, h1: Tensor) -> Tensor:

@@ -79,3 +79,17 @@ def test_densities_with_and_without_pruned_units():
     ref0 = torch.distributions.Normal(0.0, 1.0).log_prob(h)
     torch.testing.assert_close(standard_normal_log_prob(h), ref0.sum(-1))
     torch.testing.assert_close(standard_normal_log_prob(h, keep), ref0[..., keep].sum(-1))
+
+
+def test_posterior_means_with_given_noise_are_the_log_weights_means(net, x):
+    """posterior_means(sample, eps) runs the encoder only, and gives the means log_weights reports."""
+    eps = net.draw_noise(x, ())
+    with torch.no_grad():
+        ref = net.log_weights(x, (1,), eps=[e[None] for e in eps]).means
+        got = net.posterior_means(x, "sample", eps=eps)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b.reshape(a.shape), rtol=0, atol=0)
+    torch.manual_seed(5)
+    drawn = net.posterior_means(x)
+    torch.manual_seed(5)
+    assert all(torch.equal(a, b) for a, b in zip(drawn, net.posterior_means(x, eps=net.draw_noise(x, ()))))

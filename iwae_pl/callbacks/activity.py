@@ -44,11 +44,10 @@ def posterior_mean_moments(net: IWAENetwork, x: Tensor, index: Tensor, propagate
     """
     stats = [torch.zeros(3, d, dtype=torch.float64, device=x.device) for d in net.latent_sizes]
     for xb, ib in zip(x.split(batch_size), index.split(batch_size)):
-        if propagate == "mean":
-            means = net.posterior_means(xb, "mean")
-        else:  # one seeded sample per data point; the means come with the log-weights
-            eps = indexed_normal(seed, ib, 0, 1, net.latent_sizes, device=xb.device, dtype=xb.dtype)
-            means = [m.reshape(len(xb), -1) for m in net.log_weights(xb, (1,), eps=eps).means]
+        eps = None
+        if propagate == "sample":  # one seeded sample per data point
+            eps = [e[0] for e in indexed_normal(seed, ib, 0, 1, net.latent_sizes, device=xb.device, dtype=xb.dtype)]
+        means = net.posterior_means(xb, propagate, eps=eps)
         for s, m in zip(stats, means):
             m = m.double()
             s += torch.stack([torch.full_like(m[0], len(m)), m.sum(0), m.square().sum(0)])
