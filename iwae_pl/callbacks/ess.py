@@ -49,7 +49,7 @@ def weight_histogram(log_w: Tensor, edges: Tensor) -> Tensor:
     """Counts of the group-normalized weights w~ [M, K, B] in bins of log10 w~ (``edges`` [n + 1]);
     values below the first edge are counted in the first bin."""
     log10_w = torch.log_softmax(log_w.detach().double(), dim=1).flatten() / math.log(10.0)
-    log10_w = log10_w.clamp(edges[0].item(), edges[-1].item())
+    log10_w = log10_w.clamp(edges[0], edges[-1])  # tensor bounds: no device sync
     index = (torch.bucketize(log10_w, edges, right=True) - 1).clamp(0, len(edges) - 2)
     return torch.bincount(index, minlength=len(edges) - 1).double()
 
@@ -86,6 +86,7 @@ class EffectiveSampleSize(Callback):
         self._sums = torch.zeros(4, dtype=torch.float64, device=pl_module.device)
         self._hist = torch.zeros(HIST_BINS, dtype=torch.float64, device=pl_module.device) \
             if self._histogram_due(trainer) else None
+        self._edges = self.edges.to(pl_module.device)  # once per epoch, not per batch
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -97,7 +98,7 @@ class EffectiveSampleSize(Callback):
         per_point = [torch.ones_like(s["group"]), s["group"], s["all"], s["above_threshold"]]
         self._sums += torch.stack(per_point).sum(1)
         if self._hist is not None:
-            self._hist += weight_histogram(log_w, self.edges.to(log_w.device))
+            self._hist += weight_histogram(log_w, self._edges)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         totals = sum_across_processes(pl_module, {"sums": self._sums, "hist": self._hist})
