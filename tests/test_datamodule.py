@@ -345,3 +345,17 @@ def test_runs_under_a_lightning_trainer():
     assert model.seen["train"] == [((16, 64), f32, i64)] * 3
     assert ((100, 64), f32, i64) in model.seen["val"]
     assert model.seen["test"] == [((100, 64), f32, i64)] * 3 == model.seen["predict"]
+
+
+def test_train_mean_then_fit_setup_reads_the_files_once(monkeypatch):
+    """The model asks for train_mean before setup('fit'): train and val (which share files) are read
+    in one call, not once for train_mean and again for setup."""
+    import iwae_pl.data.datamodule as datamodule_module
+
+    calls = []
+    real = datamodule_module.load_splits
+    monkeypatch.setattr(datamodule_module, "load_splits", lambda *a: calls.append(tuple(a[-1])) or real(*a))
+    dm = BinarizedDataModule(dataset="digits")
+    dm.train_mean()
+    dm.setup("fit")
+    assert calls == [("train", "val")]

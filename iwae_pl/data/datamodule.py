@@ -130,7 +130,6 @@ class BinarizedDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self._gray: dict[str, torch.Tensor] = {}  # float32 [N, D] gray values, per loaded split
         self._datasets: dict[str, BinaryDataset] = {}
-        self._train_rank: int | None = None
 
     @property
     def input_dim(self) -> int:
@@ -168,11 +167,9 @@ class BinarizedDataModule(pl.LightningDataModule):
         if self.spec.prebinarized:
             self._datasets[split] = BinaryDataset(gray)
         elif split == "train":
-            rank = self._global_rank()
-            if "train" not in self._datasets or self._train_rank != rank:
-                seed = derive_seed(self.seed, _STREAM["train"], rank)
+            seed = derive_seed(self.seed, _STREAM["train"], self._global_rank())
+            if "train" not in self._datasets or self._datasets["train"].seed != seed:  # rank changed
                 self._datasets["train"] = BinaryDataset(gray, seed=seed)
-                self._train_rank = rank
         elif split not in self._datasets:  # fixed once: independent of rank, run and process
             g = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM[split]))
             self._datasets[split] = BinaryDataset(torch.bernoulli(gray, generator=g))
@@ -185,8 +182,8 @@ class BinarizedDataModule(pl.LightningDataModule):
 
     def train_mean(self) -> torch.Tensor:
         """Per-pixel mean of the training gray values (probabilities), float32 ``[D]``; loads train if
-        needed (the model may ask before ``setup``)."""
-        self._load(("train",))
+        needed (the model may ask before ``setup``), with val: one read of the file(s) they share."""
+        self._load(_STAGE_SPLITS["fit"])
         return self._gray["train"].mean(dim=0, dtype=torch.float64).to(torch.float32)
 
     # ------------------------------------------------------------------------------------------ loaders
