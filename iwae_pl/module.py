@@ -149,8 +149,7 @@ class IWAEModule(pl.LightningModule):
         self.metrics[f"{stage}_bound"].update(self.objective.bound(self.eval_log_weights(x, index).value))
         self.log(f"{stage}/bound", self.metrics[f"{stage}_bound"], prog_bar=stage == "val")
         if k > 0:
-            ll = log_likelihood(self.net, x, index, k, seed=self.hparams.eval_seed, chunk=self.hparams.eval_chunk)
-            self.metrics[f"{stage}_nll"].update(-ll)
+            self.metrics[f"{stage}_nll"].update(-self.log_likelihood(x, index, k))
             self.log(f"{stage}/nll", self.metrics[f"{stage}_nll"], prog_bar=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -162,6 +161,8 @@ class IWAEModule(pl.LightningModule):
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Per-point L_{test_k}: {"index": [B], "log_likelihood": [B]}."""
         x, index = batch
-        ll = log_likelihood(self.net, x, index, self.hparams.test_k, seed=self.hparams.eval_seed,
-                            chunk=self.hparams.eval_chunk)
-        return {"index": index, "log_likelihood": ll}
+        return {"index": index, "log_likelihood": self.log_likelihood(x, index, self.hparams.test_k)}
+
+    def log_likelihood(self, x: Tensor, index: Tensor, k: int) -> Tensor:
+        """L_k per point [B] with the module's evaluation seed and chunk."""
+        return log_likelihood(self.net, x, index, k, seed=self.hparams.eval_seed, chunk=self.hparams.eval_chunk)

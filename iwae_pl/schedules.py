@@ -31,5 +31,4 @@ class BurdaSchedule(LambdaLR):
     """Burda et al.'s stagewise schedule; step it once per epoch (Lightning's default interval)."""
 
     def __init__(self, optimizer: Optimizer, stages: int = 8, last_epoch: int = -1):
-        self.stages = stages
         super().__init__(optimizer, lambda epoch: burda_lr_factor(epoch, stages), last_epoch)
