@@ -85,14 +85,11 @@ class GradientSNR(Callback):
         self.batch_size = check_int("batch_size", batch_size)
         self.source = check_choice("SNR source", source, SOURCES)
         self.seed = check_int("seed", seed, 0)
-        self._x: Tensor | None = None
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         net: IWAENetwork = pl_module.net
         param = next(net.parameters())
-        if self._x is None:  # taken once per run: the same batch at every measurement
-            self._x = fixed_examples(trainer, self.source, self.batch_size, self.seed)[0]
-        x = self._x.to(param)
+        x = fixed_examples(trainer, self.source, self.batch_size, self.seed)[0].to(param)  # the same batch each time
         generator = torch.Generator(device=param.device).manual_seed(self.seed)
         was_training = net.training
         net.train()  # the mode the training step differentiates in
@@ -106,6 +103,3 @@ class GradientSNR(Callback):
         if epoch_due(trainer, self.every_n_epochs):
             snr = self.measure(trainer, pl_module)
             log_global(pl_module, {f"snr/{k}": v for k, v in snr.items()})
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._x = None  # a new fit (or a resumed one) may use another datamodule
