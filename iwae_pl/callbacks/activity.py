@@ -129,8 +129,10 @@ class ActivityStats(Callback):
         self.activity = activity_from_moments(sum_across_processes(pl_module, moments))
         return self.activity
 
-    def _measure_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> list[Tensor]:
-        activity = self.compute(trainer, pl_module)
+    def _measure_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str,
+                         activity: list[Tensor] | None = None) -> list[Tensor]:
+        """Log (and plot) A_u; ``activity``: already computed with the current parameters."""
+        activity = self.compute(trainer, pl_module) if activity is None else activity
         counts = [int((a > self.threshold).sum()) for a in activity]
         per_layer = {f"active/layer{i}": c for i, c in enumerate(counts, 1)}
         log_global(pl_module, {**per_layer, "active/total": sum(counts)})
@@ -164,8 +166,7 @@ class ActivityStats(Callback):
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._keep, self._nll = None, None
         if self._checks(trainer, stage):
-            self._keep = [a > self.threshold for a in self.compute(trainer, pl_module)]
-            self._keep = [k.to(pl_module.device) for k in self._keep]
+            self._keep = [a > self.threshold for a in self.compute(trainer, pl_module)]  # on the model's device
             self._nll = torch.zeros(3, dtype=torch.float64, device=pl_module.device)
 
     def _batch(self, pl_module: pl.LightningModule, batch) -> None:
@@ -180,7 +181,7 @@ class ActivityStats(Callback):
         self._nll += torch.tensor([len(x), -pruned.double().sum().item(), -full.double().sum().item()],
                                   dtype=torch.float64, device=self._nll.device)
 
-    def _end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> None:
+    def _end(self, pl_module: pl.LightningModule) -> None:
         if self._nll is None:
             return
         n, pruned, full = sum_across_processes(pl_module, self._nll).tolist()
@@ -195,7 +196,7 @@ class ActivityStats(Callback):
         self._batch(pl_module, batch)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end(trainer, pl_module, "validate")
+        self._end(pl_module)
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start(trainer, pl_module, "test")
@@ -204,5 +205,6 @@ class ActivityStats(Callback):
         self._batch(pl_module, batch)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end(trainer, pl_module, "test")
-        self._measure_and_log(trainer, pl_module, "test")
+        checked = self._nll is not None  # A_u was computed at the start of this test, same parameters
+        self._end(pl_module)
+        self._measure_and_log(trainer, pl_module, "test", self.activity if checked else None)
