@@ -86,15 +86,14 @@ def load_baseline(rev: str, dest: Path):
 
 def adam(net):
     """The optimizer IWAEModule.configure_optimizers builds (defaults lr 1e-3, betas (0.9, 0.999), eps 1e-4)."""
-    groups = [{"params": net.encoder.parameters() if hasattr(net, "encoder") else [], "name": "encoder"},
-              {"params": net.decoder.parameters() if hasattr(net, "decoder") else [], "name": "decoder"}]
-    if not hasattr(net, "encoder"):  # the naive net
-        groups = [{"params": net.parameters()}]
+    groups = ([{"params": net.encoder.parameters(), "name": "encoder"},
+               {"params": net.decoder.parameters(), "name": "decoder"}]
+              if hasattr(net, "encoder") else [{"params": net.parameters()}])  # the naive net: one group
     from iwae_pl.module import adam as project_adam  # fused where torch has it, for every variant alike
     return project_adam(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
 
 
-def objective_name(M: int, K: int) -> str:
+def objective_name(M: int) -> str:
     return "iwae" if M == 1 else "miwae"
 
 
@@ -164,7 +163,7 @@ def run_minimal(ctx, M, K, steps, skip, pkg=None, layers=None):
     """(b): the project's network and objective, hand-written loop. Returns seconds for `steps` steps."""
     pkg = pkg or ctx.pkg
     net = ctx.net(pkg, layers)
-    objective = pkg.make_objective(objective_name(M, K), M, K)
+    objective = pkg.make_objective(objective_name(M), M, K)
 
     def loss(x):
         lw = net.log_weights(x, objective.sample_shape, stop_q=objective.stop_q, split=objective.split)
@@ -198,7 +197,7 @@ def run_lightning(ctx, M, K, steps, skip, pkg=None):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.t.append(time.perf_counter())
 
-    module = module_mod.IWAEModule(input_dim=784, layers=pkg.BURDA_2_LAYER, objective=objective_name(M, K), M=M, K=K,
+    module = module_mod.IWAEModule(input_dim=784, layers=pkg.BURDA_2_LAYER, objective=objective_name(M), M=M, K=K,
                                    init_visible_bias=False, val_k=0)
     module.net.load_state_dict(ctx.state)
     clock = StepClock()
@@ -220,14 +219,7 @@ def warm_state(ctx, steps):
     net = ctx.pkg.IWAENetwork(784, ctx.pkg.BURDA_2_LAYER)
     net.set_visible_bias(ctx.dm.train_mean())
     objective = ctx.pkg.make_objective("iwae", 1, 5)
-    opt = adam(net)
-    it = batches(ctx.loader())
-    for _ in range(steps):
-        x, _ = next(it)
-        loss = -objective(net.log_weights(x, (1, 5))).surrogate.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    timed_loop(ctx, net, lambda x: -objective(net.log_weights(x, (1, 5))).surrogate.mean(), steps, 0)
     return copy.deepcopy(net.state_dict())
 
 
@@ -341,7 +333,7 @@ def eval_worker(spec: dict) -> dict:
 
         def run(xb, ib):
             return pkg.log_likelihood(net, xb, ib, k, seed=0, **kw)
-    run(x[:2], index[:2]) if spec["impl"] != "naive" else naive.log_likelihood(x[:2], 64, chunk=32)  # warm up
+    run(x[:2], index[:2])  # warm up: the measured workload on two points, every implementation alike
     rss0 = reset_peak_rss()
     t0 = time.perf_counter()
     ll = torch.cat([run(x[i:i + batch], index[i:i + batch]) for i in range(0, len(x), batch)])
@@ -352,11 +344,37 @@ def eval_worker(spec: dict) -> dict:
            "ll": ll.tolist()}
     if spec["impl"] in ("project", "baseline"):  # the same noise, drawn alone: its share of the evaluation
         t0 = time.perf_counter()
-        for i in range(0, len(x), batch):
-            for s in range(0, k, 256):
-                pkg.noise.indexed_normal(0, index[i:i + batch], s, min(256, k - s), net.latent_sizes)
+        if spec["impl"] == "project" and spec.get("eval_pass", True):
+            draw_like_the_pass(pkg, index, k, spec.get("chunk") or pkg.likelihood.EVAL_ROWS, net.latent_sizes)
+        else:
+            for i in range(0, len(x), batch):
+                for s in range(0, k, 256):
+                    pkg.noise.indexed_normal(0, index[i:i + batch], s, min(256, k - s), net.latent_sizes)
         out["noise_seconds"] = time.perf_counter() - t0
     return out
+
+
+def draw_like_the_pass(pkg, index, k: int, rows: int, dims) -> None:
+    """The evaluation pass's noise alone, drawn as the pass draws it: per point, blocks of the pass's
+    size into a reused buffer, the points spread over the same threads (torch single-threaded each)."""
+    from concurrent.futures import ThreadPoolExecutor
+    block, rows, total = pkg.noise.BLOCK, pkg.eval_pass.block_rows(rows, k), sum(dims)
+    intra_op = torch.get_num_threads()
+    threads = min(intra_op, len(index))
+
+    def draw(first: int) -> None:
+        torch.set_num_threads(1)
+        buf = torch.empty((rows + block) * total)
+        for b in range(first, len(index), threads):
+            for start in range(0, k, rows):
+                n = min(rows, k - start)
+                pkg.noise.draw_blocks(0, [int(index[b])], start // block, -(-n // block), total, out=buf)
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(draw, range(threads)))
+    finally:
+        torch.set_num_threads(intra_op)
 
 
 def _status_kb(field: str) -> int:
@@ -405,7 +423,7 @@ def section_eval(ctx, res):
     from iwae_pl.likelihood import EVAL_ROWS
     default = f"project default (eval pass, {EVAL_ROWS} rows)"
     configs = {default: {"impl": "project"}}  # name -> worker spec
-    for rows in (256, 512, 2048, 5000):
+    for rows in (256, 512, 2048, 4096):
         configs[f"project eval pass, {rows} rows"] = {"impl": "project", "chunk": rows}
     for rows in (512, 2048, 8192, 32768):
         configs[f"project network path max_rows {rows}"] = {"impl": "project", "max_rows": rows, "eval_pass": False}
@@ -413,7 +431,7 @@ def section_eval(ctx, res):
     for chunk in (8, 16, 64, 256):
         configs[f"naive chunk {chunk}"] = {"impl": "naive", "chunk": chunk}
     if args.quick:
-        for name in ("project eval pass, 256 rows", "project eval pass, 5000 rows", "project network path max_rows 512",
+        for name in ("project eval pass, 256 rows", "project eval pass, 4096 rows", "project network path max_rows 512",
                      "project network path max_rows 32768", "naive chunk 8", "naive chunk 256"):
             configs.pop(name, None)
     if ctx.base is not None:
@@ -449,18 +467,18 @@ def section_eval(ctx, res):
     res["eval"] = {"k": k, "points": points, "batch": points, "default": default, "configs": summary}
 
 
-def rows_per_pass(spec: dict, batch: int) -> int:
+def rows_per_pass(spec: dict, batch: int, k: int = 5000) -> int:
+    """Sample rows per forward pass of a configuration, from the implementations' own rules."""
     if spec["impl"] == "naive":
         return spec["chunk"] * batch
-    if spec["impl"] == "baseline":
-        chunk = max(1, 16384 // batch)
-        chunk = chunk - chunk % 32 if chunk >= 32 else chunk
-        return min(chunk, 5000) * batch
+    if spec["impl"] == "baseline":  # one pass holds all points: auto_chunk(batch, k) samples of each
+        return sys.modules["iwae_pl_base"].likelihood.auto_chunk(batch, k) * batch
+    from iwae_pl.eval_pass import block_rows
     from iwae_pl.likelihood import DEFAULT_MAX_ROWS, EVAL_ROWS, auto_chunk
-    if spec.get("eval_pass", True):  # one point at a time, blocks of chunk samples
-        return spec.get("chunk") or EVAL_ROWS
+    if spec.get("eval_pass", True):  # one point at a time
+        return block_rows(spec.get("chunk") or EVAL_ROWS, k)
     max_rows = spec.get("max_rows") or DEFAULT_MAX_ROWS
-    chunk = spec.get("chunk") or auto_chunk(batch, 5000, max_rows)
+    chunk = spec.get("chunk") or auto_chunk(batch, k, max_rows)
     return chunk * min(batch, max(1, max_rows // chunk))
 
 
@@ -482,6 +500,8 @@ def section_scaling(ctx, res):
     x, index = load_test_subset(args.data_dir, 10)
     net = ctx.net()
     lk = {}
+    for k in (1, 5000):  # warm up both L_k paths (first-call costs outside the timings)
+        pkg.log_likelihood(net, x[:2], index[:2], k)
     for k in ([1, 5, 50, 500, 5000] if not args.quick else [1, 50, 500]):
         t0 = time.perf_counter()
         pkg.log_likelihood(net, x, index, k)

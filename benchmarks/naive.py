@@ -52,7 +52,8 @@ class NaiveIWAE(nn.Module):
         import copy
         self.enc = nn.ModuleList(_Gaussian(copy.deepcopy(b.mlp), b.head) for b in net.encoder.blocks)
         self.dec = nn.ModuleList(_Gaussian(copy.deepcopy(b.mlp), b.head) for b in net.decoder.blocks)
-        self.visible = copy.deepcopy(net.decoder.visible)  # MLP + Linear to the 784 logits
+        visible = net.decoder.visible  # a plain Sequential: none of the project's in-place activations
+        self.visible = nn.Sequential(*copy.deepcopy(visible.mlp), copy.deepcopy(visible.head))  # -> 784 logits
 
     def log_weights(self, x: Tensor, n: int, eps: list[Tensor] | None = None) -> Tensor:
         """log w for n samples of every data point, [n, B] (eps, if given: per layer [n, B, d])."""

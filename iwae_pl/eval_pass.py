@@ -34,6 +34,11 @@ _TREE_LEVELS = 4  # products of up to 2^4 = 16 factors in (1, 2]: at most 2^16, 
 _VISIBLE_ROWS = 512  # rows of [rows, D] logits per step: 1.6 MB in float32, within a 2 MB L2 cache
 
 
+def block_rows(rows: int, k: int) -> int:
+    """Samples per block for a requested ``rows``: a multiple of the noise BLOCK (at least one), at most k."""
+    return min(k, max(BLOCK, rows - rows % BLOCK))
+
+
 def _sq_norm(t: Tensor) -> Tensor:
     """sum of squares over the last dimension, [R, d] -> [R] (one reduction, no [R, d] temporary)."""
     return torch.linalg.vector_norm(t, dim=-1).square_()
@@ -161,7 +166,7 @@ class EvalPass:
         rows: samples per block (rounded down to a multiple of the noise BLOCK). Returns [k].
         """
         ws = Workspace.local() if ws is None else ws
-        rows = max(BLOCK, rows - rows % BLOCK)
+        rows = block_rows(rows, k)
         point = self._point(ws, x)
         total = sum(self.dims)
         out = torch.empty(k, dtype=self.dtype)
