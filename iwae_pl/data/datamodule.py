@@ -157,7 +157,9 @@ class BinarizedDataModule(pl.LightningDataModule):
         """Load what ``stage`` needs: fit -> train+val, validate -> val, test/predict -> test, None -> all."""
         if stage is not None and stage not in _STAGE_SPLITS:
             raise DataSettingError(f"unknown stage {stage!r}; choose one of: {', '.join(_STAGE_SPLITS)} or None")
-        splits = SPLITS if stage is None else _STAGE_SPLITS[stage]
+        self._prepare(SPLITS if stage is None else _STAGE_SPLITS[stage])
+
+    def _prepare(self, splits: Sequence[str]) -> None:
         self._load(splits)
         for split in splits:
             self._build(split)
@@ -176,8 +178,7 @@ class BinarizedDataModule(pl.LightningDataModule):
 
     def _dataset(self, split: str) -> BinaryDataset:
         if split not in self._datasets:  # used outside a Trainer, without setup(): set up lazily
-            self._load((split,))
-            self._build(split)
+            self._prepare((split,))
         return self._datasets[split]
 
     def train_mean(self) -> torch.Tensor:
