@@ -89,7 +89,7 @@ def adam(net):
     groups = ([{"params": net.encoder.parameters(), "name": "encoder"},
                {"params": net.decoder.parameters(), "name": "decoder"}]
               if hasattr(net, "encoder") else [{"params": net.parameters()}])  # the naive net: one group
-    from iwae_pl.module import adam as project_adam  # fused where torch has it, for every variant alike
+    from iwae_pl.lightning.module import adam as project_adam  # fused where torch has it, for every variant alike
     return project_adam(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
 
 
@@ -177,7 +177,7 @@ def run_naive(ctx, M, K, steps, skip, flush=False, layers=None):
     from naive import NaiveIWAE
     hook = None
     if flush:
-        from iwae_pl.objectives import _flush_tiny_grad as hook
+        from iwae_pl.model.objectives import _flush_tiny_grad as hook
     net = NaiveIWAE(ctx.net(layers=layers))
     return timed_loop(ctx, net, lambda x: net.loss(x, M, K, grad_hook=hook), steps, skip)
 
@@ -420,7 +420,7 @@ def section_eval(ctx, res):
     args = ctx.args
     points = 10 if args.quick else args.eval_points
     k = 5000
-    from iwae_pl.likelihood import EVAL_ROWS
+    from iwae_pl.model.likelihood import EVAL_ROWS
     default = f"project default (eval pass, {EVAL_ROWS} rows)"
     configs = {default: {"impl": "project"}}  # name -> worker spec
     for rows in (256, 512, 2048, 4096):
@@ -473,8 +473,8 @@ def rows_per_pass(spec: dict, batch: int, k: int = 5000) -> int:
         return spec["chunk"] * batch
     if spec["impl"] == "baseline":  # one pass holds all points: auto_chunk(batch, k) samples of each
         return sys.modules["iwae_pl_base"].likelihood.auto_chunk(batch, k) * batch
-    from iwae_pl.eval_pass import block_rows
-    from iwae_pl.likelihood import DEFAULT_MAX_ROWS, EVAL_ROWS, auto_chunk
+    from iwae_pl.fast.eval_pass import block_rows
+    from iwae_pl.model.likelihood import DEFAULT_MAX_ROWS, EVAL_ROWS, auto_chunk
     if spec.get("eval_pass", True):  # one point at a time
         return block_rows(spec.get("chunk") or EVAL_ROWS, k)
     max_rows = spec.get("max_rows") or DEFAULT_MAX_ROWS

@@ -12,7 +12,7 @@ from pytorch_lightning.cli import LightningCLI
 
 from .data import BinarizedDataModule, DataError
 from .errors import ConfigError
-from .module import IWAEModule
+from .lightning.module import IWAEModule
 
 
 class IWAECLI(LightningCLI):

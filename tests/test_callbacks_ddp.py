@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from iwae_pl.callbacks import ActivityStats, EffectiveSampleSize, GradientSNR, ess_stats
 from iwae_pl.data.datamodule import BinarizedDataModule, BinaryDataset, identity_collate
-from iwae_pl.module import IWAEModule
+from iwae_pl.lightning.module import IWAEModule
 
 from test_callbacks_common import make_trainer, single_thread  # noqa: F401
 

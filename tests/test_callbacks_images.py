@@ -9,7 +9,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from iwae_pl import ConfigError
 from iwae_pl.callbacks import SampleImages
-from iwae_pl.callbacks.images import image_shape, interleave_rows, model_samples, reconstructions
+from iwae_pl.lightning.callbacks.images import image_shape, interleave_rows, model_samples, reconstructions
 
 from test_callbacks_common import digits, make_trainer, single_thread, tiny_module  # noqa: F401
 

@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from iwae_pl import OBJECTIVES, ConfigError, IWAENetwork, LayerSpec, log_likelihood, make_objective
-from iwae_pl import network as network_module
-from iwae_pl import objectives as objectives_module
-from iwae_pl.eval_pass import EvalPass, supports
-from iwae_pl.likelihood import auto_chunk
-from iwae_pl.log_weights import LogWeights
-from iwae_pl.network import BernoulliBlock, _mlp_forward, bernoulli_log_prob
-from iwae_pl.noise import BLOCK, block_seeds, indexed_normal, stream_seed
+from iwae_pl.model import objectives as objectives_module
+from iwae_pl.fast.eval_pass import EvalPass, supports
+from iwae_pl.model.likelihood import auto_chunk
+from iwae_pl.model.log_weights import LogWeights
+from iwae_pl.fast.bernoulli import bernoulli_log_prob
+from iwae_pl.fast.inplace import mlp_forward
+from iwae_pl.model.network import BernoulliBlock
+from iwae_pl.model.noise import BLOCK, block_seeds, indexed_normal, stream_seed
 
 from conftest import make_data, make_net, surrogate_grads
 
@@ -102,26 +103,25 @@ def test_mlp_forward_in_place_activations(activation):
     t = torch.randn(4, 9)
     keep = t.clone()
     with torch.no_grad():
-        fast = _mlp_forward(mlp, t)
+        fast = mlp_forward(mlp, t)
         torch.testing.assert_close(fast, mlp(t), rtol=0, atol=0)
     assert torch.equal(t, keep)  # the input is never written
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
 @pytest.mark.parametrize("estimator", ["reparam", "dreg"])
-def test_in_place_activations_keep_training_gradients(monkeypatch, activation, estimator):
-    def grads():
+def test_in_place_activations_keep_training_gradients(activation, estimator):
+    def grads(fast):
         torch.manual_seed(0)
-        net = IWAENetwork(6, [LayerSpec(4, (8, 7), activation), LayerSpec(2, (5,), activation)]).double()
+        net = IWAENetwork(6, [LayerSpec(4, (8, 7), activation), LayerSpec(2, (5,), activation)], fast=fast).double()
         x = make_data()
         objective = make_objective("iwae", 1, 5, estimator)
         lw = net.log_weights(x, objective.sample_shape, eps=net.draw_noise(x, objective.sample_shape),
                              stop_q=objective.stop_q, split=objective.split)
         (-objective(lw).surrogate.mean()).backward()
         return [p.grad for p in net.parameters()]
-    fast = grads()
-    monkeypatch.setattr(network_module, "_mlp_forward", lambda mlp, t: mlp(t))
-    for a, b in zip(fast, grads()):
+    fast = grads(True)
+    for a, b in zip(fast, grads(False)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
@@ -306,7 +306,7 @@ def test_lk_eval_pass_equals_network_path_and_restores_threads(threads, monkeypa
     """log_likelihood through the pass (points spread over threads) equals the network path and the
     one-pass reference; torch's thread count is restored afterwards; non-binary x and small k take the
     network path, with the same values."""
-    import iwae_pl.likelihood as likelihood_module
+    import iwae_pl.model.likelihood as likelihood_module
 
     calls = []
     real = likelihood_module.EvalPass.log_weights
@@ -336,7 +336,7 @@ def test_lk_eval_pass_equals_network_path_and_restores_threads(threads, monkeypa
 def test_lk_eval_pass_under_inference_mode_on_threads():
     """Lightning evaluates under torch.inference_mode(), which is thread-local: the workers must run
     in it too (writing into the caller's inference tensors from outside it is an error)."""
-    import iwae_pl.likelihood as likelihood_module
+    import iwae_pl.model.likelihood as likelihood_module
 
     net = eval_net("one_layer")
     x, index = make_data(4, 13), torch.arange(4)
@@ -361,7 +361,7 @@ def test_lk_eval_pass_under_inference_mode_on_threads():
 
 def test_lk_eval_pass_errors_surface_from_worker_threads(monkeypatch):
     """An exception inside a worker thread reaches the caller, and torch's thread count is restored."""
-    import iwae_pl.likelihood as likelihood_module
+    import iwae_pl.model.likelihood as likelihood_module
 
     net = eval_net("one_layer")
     with pytest.raises(ConfigError, match="chunk"):
@@ -390,9 +390,9 @@ def test_training_logs_only_on_logger_steps_with_identical_metrics(tmp_path, mon
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import CSVLogger
 
-    from iwae_pl import module as module_module
+    from iwae_pl.lightning import module as module_module
     from iwae_pl.data import BinarizedDataModule
-    from iwae_pl.module import IWAEModule
+    from iwae_pl.lightning.module import IWAEModule
 
     def fit(name):
         pl.seed_everything(0, verbose=False)
@@ -413,7 +413,7 @@ def test_training_logs_only_on_logger_steps_with_identical_metrics(tmp_path, mon
 # ------------------------------------------------------------------------------------------ optimizer
 def test_fused_adam_matches_plain_adam():
     """module.adam (fused where torch has it) takes the same steps as torch's plain Adam."""
-    from iwae_pl.module import adam
+    from iwae_pl.lightning.module import adam
 
     nets = [make_net(((4, (8, 7)), (2, (5,))), dtype=torch.float32) for _ in range(2)]
     settings = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-4)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from iwae_pl import ELBO, IWAE, log_likelihood
-from iwae_pl.noise import indexed_normal
+from iwae_pl.model.noise import indexed_normal
 
 from conftest import make_net
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from iwae_pl import ConfigError, LayerSpec
-from iwae_pl.module import IWAEModule
-from iwae_pl.schedules import burda_lr_factor, burda_stage, burda_total_epochs
+from iwae_pl.lightning.module import IWAEModule
+from iwae_pl.model.schedules import burda_lr_factor, burda_stage, burda_total_epochs
 
 LAYERS = [LayerSpec(4, (16,)), LayerSpec(3, (8,))]
 

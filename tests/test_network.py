@@ -67,7 +67,7 @@ def test_log_weight_terms_and_temperature():
 
 def test_densities_with_and_without_pruned_units():
     """The Gaussian densities equal torch.distributions; pruned units (keep False) drop out exactly."""
-    from iwae_pl.network import gaussian_log_prob, standard_normal_log_prob
+    from iwae_pl.model.densities import gaussian_log_prob, standard_normal_log_prob
 
     g = torch.Generator().manual_seed(0)
     h, mean = torch.randn(3, 4, 5, generator=g), torch.randn(4, 5, generator=g)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from iwae_pl import IWAENetwork, LayerSpec, OBJECTIVES, log_likelihood, make_objective
-from iwae_pl.noise import indexed_normal
+from iwae_pl.model.noise import indexed_normal
 
 from conftest import make_data, make_net
 

@@ -29,22 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from iwae_pl.errors import ConfigError
+from iwae_pl.errors import DataError, DataSettingError  # noqa: F401 - re-exported to the sources
 
 __all__ = ["DataError", "RemoteFile", "file_checksum", "verify_file", "download", "fetch", "find_local", "ALGORITHMS"]
 
 ALGORITHMS = ("md5", "sha1", "sha256", "git-blob-sha1")
 CHUNK = 1 << 20
 DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation; module-level so tests can shorten it
-
-
-class DataError(ValueError):
-    """A user-facing data problem (bad argument, missing or corrupt file); the message is one line."""
-
-
-class DataSettingError(DataError, ConfigError):
-    """A bad data setting (unknown dataset, bad batch size, ...): also a ConfigError, so the CLI
-    treats it as misuse (exit code 2) rather than as a problem with the files (exit code 1)."""
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .errors import check_int
-from .eval_pass import EVAL_ROWS, EvalPass, supports
+from ..errors import check_int
+from ..fast.eval_pass import EVAL_ROWS, EvalPass, supports
+from ..fast.workspace import Workspace
 from .network import IWAENetwork
 from .noise import BLOCK, indexed_normal
-from .workspace import Workspace
 
 # The evaluation pass costs ~2 ms per data point to set up (2 cores): it pays off from k of a few
 # hundred (equal at k = 500, 10x slower at k = 1; benchmarks/bench.py, "Scaling with K").

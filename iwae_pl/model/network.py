@@ -14,7 +14,6 @@ Gaussian draw is broadcast over the sample shape.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import torch
@@ -22,100 +21,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .bernoulli import _dot_last, _softplus_, bernoulli_log_prob
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..fast.bernoulli import visible_log_prob
+from ..fast.inplace import mlp_forward
+from .densities import bernoulli_log_prob, eps_log_prob, gaussian_log_prob, standard_normal_log_prob
 from .log_weights import LogWeights
-from .workspace import Workspace
+from .specs import ACTIVATIONS, BURDA_1_LAYER, BURDA_2_LAYER, LayerSpec, as_layer_specs
 
-_LOG_2PI = math.log(2.0 * math.pi)
-_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus, "gelu": nn.GELU}
+__all__ = ["BURDA_1_LAYER", "BURDA_2_LAYER", "IWAENetwork", "LayerSpec", "as_layer_specs"]
 StdParam = Literal["exp", "softplus"]
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One stochastic layer of the network, listed bottom-up.
-
-    Args:
-        latent: number of Gaussian units d_l in this layer.
-        hidden: sizes of the deterministic layers between the layer below (x, or h_{l-1}) and this
-            one. The recognition net uses them bottom-up, the generative net top-down (reversed).
-        activation: nonlinearity of those deterministic layers (tanh in the original).
-    """
-
-    latent: int
-    hidden: tuple[int, ...] = (200, 200)
-    activation: str = "tanh"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        if not isinstance(self.latent, int) or self.latent < 1:
-            raise ConfigError(f"layer latent size must be an integer >= 1, got {self.latent!r}")
-        if any(not isinstance(h, int) or h < 1 for h in self.hidden):
-            raise ConfigError(f"hidden sizes must be integers >= 1, got {list(self.hidden)!r}")
-        if self.activation not in _ACTIVATIONS:
-            raise ConfigError(f"unknown activation {self.activation!r}; allowed: {', '.join(_ACTIVATIONS)}")
-
-
-# Burda et al.'s MNIST architectures (REFERENCE.md): 784-200-200-50 and 784-200-200-100-100-100-50.
-BURDA_1_LAYER = (LayerSpec(50, (200, 200)),)
-BURDA_2_LAYER = (LayerSpec(100, (200, 200)), LayerSpec(50, (100, 100)))
-
-
-def as_layer_specs(layers: Sequence[LayerSpec | dict]) -> tuple[LayerSpec, ...]:
-    """Accept LayerSpec objects or plain dicts (from YAML) and validate the stack."""
-    if isinstance(layers, (LayerSpec, dict)) or not isinstance(layers, Sequence) or len(layers) == 0:
-        raise ConfigError(f"layers must be a non-empty list of layer specs, got {layers!r}")
-    specs = []
-    for spec in layers:
-        if isinstance(spec, dict):
-            unknown = set(spec) - {"latent", "hidden", "activation"}
-            if unknown or "latent" not in spec:
-                raise ConfigError(f"bad layer spec {spec!r}: keys are latent (required), hidden, activation")
-            spec = LayerSpec(**spec)
-        elif not isinstance(spec, LayerSpec):
-            raise ConfigError(f"bad layer spec {spec!r}: expected a LayerSpec or a dict")
-        specs.append(spec)
-    return tuple(specs)
 
 
 def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
     """Linear + activation for each consecutive pair of sizes (an empty Sequential if len < 2)."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out), _ACTIVATIONS[activation]()]
+        layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation]()]
     return nn.Sequential(*layers)
-
-
-_INPLACE_ACTIVATIONS = {nn.Tanh: Tensor.tanh_, nn.ReLU: Tensor.relu_}
-
-
-_GLOBAL_HOOKS = (getattr(nn.modules.module, "_global_forward_hooks", None),
-                 getattr(nn.modules.module, "_global_forward_pre_hooks", None))
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    """Forward hooks on the module or its children, or global ones (they must see every module run)."""
-    if any(_GLOBAL_HOOKS):
-        return True
-    if module._forward_hooks or module._forward_pre_hooks:
-        return True
-    return any(_has_hooks(m) for m in module._modules.values() if m is not None)
-
-
-def _mlp_forward(mlp: nn.Sequential, t: Tensor) -> Tensor:
-    """``mlp(t)`` with tanh / ReLU applied in place on the Linear outputs: one [rows, width] tensor
-    (allocation, first-touch page faults, a memory pass) less per layer. Same values and gradients:
-    nothing but the activation reads a Linear's output, Linear's backward needs only its input, and
-    the backward of tanh / ReLU reads their result. Modules with hooks run as usual."""
-    if _has_hooks(mlp):
-        return mlp(t)
-    fresh = False  # True when t is a Linear output that nothing else refers to
-    for m in mlp:
-        inplace = _INPLACE_ACTIVATIONS.get(type(m))
-        t = inplace(t) if fresh and inplace is not None else m(t)
-        fresh = type(m) is nn.Linear
-    return t
 
 
 def _glorot_(linear: nn.Linear, fan_out: int | None = None) -> None:
@@ -133,18 +55,21 @@ class GaussianBlock(nn.Module):
     each half is initialised like the separate matrices of the original code.
     """
 
-    def __init__(self, n_in: int, hidden: Sequence[int], latent: int, activation: str, std: StdParam):
+    def __init__(self, n_in: int, hidden: Sequence[int], latent: int, activation: str, std: StdParam,
+                 fast: bool = True):
         super().__init__()
         self.mlp = _mlp([n_in, *hidden], activation)
         self.head = nn.Linear(hidden[-1] if hidden else n_in, 2 * latent)
         self.std = std
+        self.fast = fast
         for m in self.mlp:
             if isinstance(m, nn.Linear):
                 _glorot_(m)
         _glorot_(self.head, fan_out=latent)
 
     def forward(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        mean, s = self.head(_mlp_forward(self.mlp, t)).chunk(2, dim=-1)
+        features = mlp_forward(self.mlp, t) if self.fast else self.mlp(t)
+        mean, s = self.head(features).chunk(2, dim=-1)
         if self.std == "exp":  # the original: the linear output is log sigma
             return mean, s
         return mean, F.softplus(s).clamp_min(1e-6).log()
@@ -153,78 +78,33 @@ class GaussianBlock(nn.Module):
 class BernoulliBlock(nn.Module):
     """MLP followed by a linear layer of Bernoulli logits: h1 [..., d1] -> logits [..., D]."""
 
-    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, activation: str):
+    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, activation: str, fast: bool = True):
         super().__init__()
         self.mlp = _mlp([n_in, *hidden], activation)
         self.head = nn.Linear(hidden[-1] if hidden else n_in, n_out)
+        self.fast = fast
         for m in [*self.mlp, self.head]:
             if isinstance(m, nn.Linear):
                 _glorot_(m)
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.head(_mlp_forward(self.mlp, t))
-
-    # Evaluation (no autograd): this block is most of the work of a pass, and its [rows, D] logits the
-    # largest tensor. It runs over blocks of about ROW_BLOCK rows, so that the block's activations and
-    # logits stay in the CPU caches (a [8000, 784] float32 tensor is 25 MB: every pass over it would
-    # wait on DRAM), and the logits and their softplus are written into the thread's reused
-    # ``Workspace`` buffer. Same values, same shapes.
-    ROW_BLOCK = 512
-    _SCRATCH_MAX = 1 << 23  # elements (32 MiB in float32); larger blocks allocate as usual
+        return self.head(mlp_forward(self.mlp, t) if self.fast else self.mlp(t))
 
     def log_prob(self, x: Tensor, t: Tensor) -> Tensor:
-        """``bernoulli_log_prob(x, self(t))``: log p(x | t) summed over pixels; t [*S, B, d1] -> [*S, B]."""
-        if (torch.is_grad_enabled() or _has_hooks(self) or t.dim() < 2 or x.dim() != 2
-                or x.shape[0] != t.shape[-2]):
-            return bernoulli_log_prob(x, self(t))
-        B, D = x.shape[0], self.head.out_features
-        samples = t.reshape(-1, B, t.shape[-1])  # [S', B, d1]
-        per_block = max(1, self.ROW_BLOCK // max(1, B))  # samples per block
-        if min(per_block, samples.shape[0]) * B * D > self._SCRATCH_MAX:
-            return bernoulli_log_prob(x, self(t))
-        out = t.new_empty(samples.shape[:2])
-        buf = Workspace.local().get("visible logits", min(per_block, samples.shape[0]) * B, D, t.dtype,
-                                    device=t.device)
-        for s0 in range(0, samples.shape[0], per_block):
-            a = _mlp_forward(self.mlp, samples[s0:s0 + per_block])  # [s, B, H]
-            rows = a.shape[0] * B
-            logits = torch.addmm(self.head.bias, a.reshape(rows, -1), self.head.weight.t(), out=buf[:rows])
-            logits = logits.view(a.shape[0], B, D)
-            torch.sub(_dot_last(logits, x), _softplus_(logits).sum(-1), out=out[s0:s0 + per_block])
-        return out.view(t.shape[:-1])
-
-
-def _eps_log_prob(e: Tensor, log_std: Tensor | None = None, keep: Tensor | None = None) -> Tensor:
-    """log density of h = mean + exp(log_std) * e at h, summed over the last dimension: [..., d] -> [...].
-
-    (h - mean) / std is e itself, so callers that drew e pass it directly (cheaper, exact).
-    log_std None means std 1. keep: optional bool [d]; units where False are left out (pruned units).
-    """
-    if keep is None:  # no elementwise pass over the terms: sums first
-        out = -0.5 * (e.square().sum(-1) + _LOG_2PI * e.shape[-1])
-        return out if log_std is None else out - log_std.sum(-1)
-    terms = -0.5 * (e.square() + _LOG_2PI)
-    return ((terms if log_std is None else terms - log_std) * keep).sum(-1)
-
-
-def gaussian_log_prob(h: Tensor, mean: Tensor, log_std: Tensor, keep: Tensor | None = None) -> Tensor:
-    """log N(h; mean, exp(log_std)^2), summed over the last dimension (keep: as ``_eps_log_prob``)."""
-    return _eps_log_prob((h - mean) * torch.exp(-log_std), log_std, keep)
-
-
-def standard_normal_log_prob(h: Tensor, keep: Tensor | None = None) -> Tensor:
-    """log N(h; 0, I), summed over the last dimension (keep: as ``_eps_log_prob``)."""
-    return _eps_log_prob(h, None, keep)
+        """log p(x | t) summed over pixels: x [B, D], t [*S, B, d1] -> [*S, B]."""
+        if self.fast:
+            return visible_log_prob(self, x, t)
+        return bernoulli_log_prob(x, self(t))
 
 
 class Encoder(nn.Module):
     """The recognition model q(h1|x) q(h2|h1) ... q(h_L|h_{L-1})."""
 
-    def __init__(self, input_dim: int, specs: Sequence[LayerSpec], std: StdParam):
+    def __init__(self, input_dim: int, specs: Sequence[LayerSpec], std: StdParam, fast: bool = True):
         super().__init__()
         sizes = [input_dim] + [s.latent for s in specs]
         self.blocks = nn.ModuleList(
-            GaussianBlock(n_in, s.hidden, s.latent, s.activation, std) for n_in, s in zip(sizes, specs)
+            GaussianBlock(n_in, s.hidden, s.latent, s.activation, std, fast) for n_in, s in zip(sizes, specs)
         )
 
     def forward(self, x: Tensor, eps: Sequence[Tensor], keep: Sequence[Tensor | None] | None = None
@@ -246,7 +126,7 @@ class Encoder(nn.Module):
             h = torch.addcmul(mean, torch.exp(log_std), e)
             if k is not None:
                 h = torch.where(k, h, mean)
-            log_q.append(_eps_log_prob(e, log_std, k))
+            log_q.append(eps_log_prob(e, log_std, k))
             hs.append(h)
             params.append((mean, log_std))
             below = h
@@ -269,13 +149,13 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """The generative model p(h_L) p(h_{L-1}|h_L) ... p(x|h1)."""
 
-    def __init__(self, input_dim: int, specs: Sequence[LayerSpec], std: StdParam):
+    def __init__(self, input_dim: int, specs: Sequence[LayerSpec], std: StdParam, fast: bool = True):
         super().__init__()
         s0 = specs[0]
-        self.visible = BernoulliBlock(s0.latent, tuple(reversed(s0.hidden)), input_dim, s0.activation)
+        self.visible = BernoulliBlock(s0.latent, tuple(reversed(s0.hidden)), input_dim, s0.activation, fast)
         # blocks[l-1] maps h_{l+1} down to the parameters of p(h_l | h_{l+1}).
         self.blocks = nn.ModuleList(
-            GaussianBlock(upper.latent, tuple(reversed(upper.hidden)), lower.latent, upper.activation, std)
+            GaussianBlock(upper.latent, tuple(reversed(upper.hidden)), lower.latent, upper.activation, std, fast)
             for lower, upper in zip(specs[:-1], specs[1:])
         )
 
@@ -304,9 +184,13 @@ class IWAENetwork(nn.Module):
         layers: stochastic layers bottom-up, e.g. ``BURDA_2_LAYER``.
         std: how the std of every Gaussian is parameterized: ``exp`` (the linear output is log sigma,
             as in the original) or ``softplus``.
+        fast: run the MLPs and the Bernoulli term through ``iwae_pl.fast`` (in-place activations, a
+            fused Bernoulli backward, cache-sized evaluation blocks); False runs the plain modules
+            above. Same values and gradients either way (tests/test_fast_paths.py).
     """
 
-    def __init__(self, input_dim: int, layers: Sequence[LayerSpec | dict] = BURDA_1_LAYER, std: StdParam = "exp"):
+    def __init__(self, input_dim: int, layers: Sequence[LayerSpec | dict] = BURDA_1_LAYER, std: StdParam = "exp",
+                 fast: bool = True):
         super().__init__()
         if not isinstance(input_dim, int) or input_dim < 1:
             raise ConfigError(f"input_dim must be an integer >= 1, got {input_dim!r}")
@@ -314,8 +198,8 @@ class IWAENetwork(nn.Module):
             raise ConfigError(f"unknown std parameterization {std!r}; allowed: exp, softplus")
         self.specs = as_layer_specs(layers)
         self.input_dim = input_dim
-        self.encoder = Encoder(input_dim, self.specs, std)
-        self.decoder = Decoder(input_dim, self.specs, std)
+        self.encoder = Encoder(input_dim, self.specs, std, fast)
+        self.decoder = Decoder(input_dim, self.specs, std, fast)
 
     @property
     def latent_sizes(self) -> list[int]:

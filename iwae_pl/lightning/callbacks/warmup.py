@@ -12,7 +12,7 @@ import math
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from ..module import logger_writes_this_step
 from ._common import check_choice, check_float, check_int
 

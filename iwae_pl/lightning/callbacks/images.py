@@ -9,8 +9,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from ..errors import ConfigError
-from ..network import IWAENetwork
+from ...errors import ConfigError
+from ...model.network import IWAENetwork
 from ._common import SOURCES, check_choice, check_int, epoch_due, fixed_examples
 from ._figures import image_grid, log_image, save_image
 

@@ -20,14 +20,18 @@ hooks; ``supports`` says when it applies, and callers use ``IWAENetwork.log_weig
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from .bernoulli import _softplus_
-from .network import _INPLACE_ACTIVATIONS, IWAENetwork, _has_hooks
-from .noise import BLOCK, draw_blocks
+from ..model.noise import BLOCK, draw_blocks
+from .bernoulli import softplus_
+from .inplace import INPLACE_ACTIVATIONS, has_hooks
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from ..model.network import IWAENetwork
 
 EVAL_ROWS = 8192  # samples per block: k = 5000 in one (fewer, longer operations; benchmarks/bench.py)
 _TREE_LEVELS = 4  # products of up to 2^4 = 16 factors in (1, 2]: at most 2^16, exact to a few ulp
@@ -48,7 +52,7 @@ def supports(net: IWAENetwork, x: Tensor) -> bool:
     """Whether the pass applies: CPU, float32/64, binary x [B, D], tanh/ReLU layers, no module hooks."""
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 2
             and all(spec.activation in ("tanh", "relu") for spec in net.specs)
-            and not _has_hooks(net) and bool(((x == 0) | (x == 1)).all()))
+            and not has_hooks(net) and bool(((x == 0) | (x == 1)).all()))
 
 
 def _augmented(linear: nn.Linear, dtype: torch.dtype) -> Tensor:
@@ -59,7 +63,7 @@ def _augmented(linear: nn.Linear, dtype: torch.dtype) -> Tensor:
 def _mlp_layers(mlp: nn.Sequential, dtype: torch.dtype) -> list[tuple[Tensor, object]]:
     """(augmented weight, in-place activation) for each Linear of an MLP."""
     mods = list(mlp)
-    return [(_augmented(m, dtype), _INPLACE_ACTIVATIONS[type(mods[i + 1])])
+    return [(_augmented(m, dtype), INPLACE_ACTIVATIONS[type(mods[i + 1])])
             for i, m in enumerate(mods) if isinstance(m, nn.Linear)]
 
 
@@ -101,7 +105,7 @@ class EvalPass:
         d = head.shape[1] // 2
         mean, log_std = out[:, :d], out[:, d:]
         if self.softplus_std:  # GaussianBlock: log(softplus(s).clamp_min(1e-6))
-            _softplus_(log_std).clamp_min_(1e-6).log_()
+            softplus_(log_std).clamp_min_(1e-6).log_()
         return mean, log_std
 
     def _point(self, ws: Workspace, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

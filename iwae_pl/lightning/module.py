@@ -21,12 +21,12 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from .likelihood import log_likelihood
-from .log_weights import LogWeights
-from .network import BURDA_1_LAYER, IWAENetwork, LayerSpec, as_layer_specs
-from .noise import indexed_normal
-from .objectives import make_objective
-from .schedules import BurdaSchedule
+from ..model.likelihood import log_likelihood
+from ..model.log_weights import LogWeights
+from ..model.network import BURDA_1_LAYER, IWAENetwork, LayerSpec, as_layer_specs
+from ..model.noise import indexed_normal
+from ..model.objectives import make_objective
+from ..model.schedules import BurdaSchedule
 
 ObjectiveName = Literal["vae", "iwae", "miwae", "ciwae", "piwae", "vr"]
 EstimatorName = Literal["reparam", "stl", "dreg"]

@@ -13,8 +13,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from ..network import IWAENetwork
-from ..objectives import Objective
+from ...model.network import IWAENetwork
+from ...model.objectives import Objective
 from ._common import SOURCES, check_choice, check_int, epoch_due, fixed_examples, log_global
 
 

@@ -15,28 +15,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from ..data.datamodule import BinaryDataset
-from ..errors import ConfigError, check_int  # noqa: F401 - check_int is re-exported to the callbacks
+from ...data.datamodule import BinaryDataset
+from ...errors import ConfigError, check_choice, check_float, check_int  # noqa: F401 - re-exported to the callbacks
 
 SOURCES = ("train", "val", "test")
-
-
-# --- argument checks (one-line ConfigErrors; the CLI turns them into exit code 2) -------------------
-def check_float(name: str, value: Any, low: float = -math.inf, high: float = math.inf,
-                low_open: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ConfigError(f"{name} must be a finite number in {bracket}{low}, {high}], got {value!r}")
-    return float(value)
-
-
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ConfigError(f"unknown {name} {value!r}; allowed: {', '.join(choices)}")
-    return value
 
 
 # --- scheduling -------------------------------------------------------------------------------------

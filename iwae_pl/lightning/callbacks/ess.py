@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from ._common import check_float, check_int, epoch_due, log_global, sum_across_processes
 from ._figures import histogram_figure, log_histogram, save_figure
 

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .errors import ConfigError, check_int
+from ..errors import ConfigError, check_int
 from .log_weights import LogWeights
 
 ESTIMATORS = ("reparam", "stl", "dreg")

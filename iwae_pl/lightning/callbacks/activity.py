@@ -19,9 +19,9 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from ..likelihood import log_likelihood
-from ..network import IWAENetwork
-from ..noise import indexed_normal
+from ...model.likelihood import log_likelihood
+from ...model.network import IWAENetwork
+from ...model.noise import indexed_normal
 from ._common import (SOURCES, check_choice, check_float, check_int, epoch_due, fixed_examples, log_global,
                       shard, sum_across_processes)
 from ._figures import histogram_figure, log_histogram, save_figure

@@ -1,0 +1,1 @@
+"""Lightning glue: the thin LightningModule, the diagnostics callbacks, loggers."""
