@@ -166,7 +166,7 @@ def run_minimal(ctx, M, K, steps, skip, pkg=None, layers=None):
     objective = pkg.make_objective(objective_name(M), M, K)
 
     def loss(x):
-        lw = net.log_weights(x, objective.sample_shape, stop_q=objective.stop_q, split=objective.split)
+        lw = objective.log_weights(net, x)
         return -objective(lw).surrogate.mean()
 
     return timed_loop(ctx, net, loss, steps, skip)

@@ -40,7 +40,7 @@ def x() -> torch.Tensor:
 def surrogate_grads(net, objective, x, eps):
     """(bound, gradient of -mean surrogate for every parameter) of an objective on given noise."""
     net.zero_grad()
-    lw = net.log_weights(x, objective.sample_shape, eps=eps, stop_q=objective.stop_q, split=objective.split)
+    lw = objective.log_weights(net, x, eps=eps)
     bound, surrogate = objective(lw)
     (-surrogate.mean()).backward()
     return bound.detach(), [p.grad.clone() for p in net.parameters()]

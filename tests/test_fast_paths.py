@@ -116,8 +116,7 @@ def test_in_place_activations_keep_training_gradients(activation, estimator):
         net = IWAENetwork(6, [LayerSpec(4, (8, 7), activation), LayerSpec(2, (5,), activation)], fast=fast).double()
         x = make_data()
         objective = make_objective("iwae", 1, 5, estimator)
-        lw = net.log_weights(x, objective.sample_shape, eps=net.draw_noise(x, objective.sample_shape),
-                             stop_q=objective.stop_q, split=objective.split)
+        lw = objective.log_weights(net, x, eps=net.draw_noise(x, objective.sample_shape))
         (-objective(lw).surrogate.mean()).backward()
         return [p.grad for p in net.parameters()]
     fast = grads(True)

@@ -24,7 +24,7 @@ def noise(net, shape, B, seed=0):
 def split_grads(net, objective, x, eps):
     """(encoder grads, decoder grads) of the objective's surrogate, mean over the batch."""
     net.zero_grad()
-    lw = net.log_weights(x, objective.sample_shape, eps=eps, stop_q=objective.stop_q, split=objective.split)
+    lw = objective.log_weights(net, x, eps=eps)
     (-objective(lw).surrogate.mean()).backward()
     return ([p.grad.clone() for p in net.encoder.parameters()], [p.grad.clone() for p in net.decoder.parameters()])
 

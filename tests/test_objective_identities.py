@@ -6,7 +6,7 @@ import torch
 
 from iwae_pl import CIWAE, ELBO, IWAE, MIWAE, OBJECTIVES, PIWAE, VR, make_objective
 
-from conftest import make_net
+from conftest import make_data, make_net
 from conftest import surrogate_grads as grads
 
 
@@ -100,7 +100,26 @@ def test_dreg_weights_are_weights_minus_hessian_diagonal(objective):
 def test_surrogate_value_is_the_bound(net, x, name, estimator):
     M = 1 if name in ("vae", "iwae") else 2
     objective = make_objective(name, M, 3, estimator)
-    lw = net.log_weights(x, objective.sample_shape, stop_q=objective.stop_q, split=objective.split)
+    lw = objective.log_weights(net, x)
     bound, surrogate = objective(lw)
     torch.testing.assert_close(surrogate.detach(), bound.detach())
     assert bound.shape == (len(x),)
+
+
+@pytest.mark.parametrize("name,M,K,estimator", [("iwae", 1, 4, "reparam"), ("miwae", 2, 3, "stl"),
+                                                 ("piwae", 2, 3, "reparam"), ("iwae", 1, 4, "dreg")])
+def test_objective_runs_the_pass_its_estimator_needs(name, M, K, estimator):
+    """objective.log_weights / estimate pass stop_q and split themselves: same values and gradients as the
+    explicit network call with the flags spelled out."""
+    net, x = make_net(), make_data()
+    objective = make_objective(name, M, K, estimator)
+    eps = net.draw_noise(x, objective.sample_shape)
+    lw = objective.log_weights(net, x, eps=eps)
+    ref = net.log_weights(x, (M, K), eps=eps, stop_q=objective.stop_q, split=objective.split)
+    assert lw.stop_q == objective.stop_q and (lw.encoder is not None) == objective.split
+    out = objective.estimate(net, x, eps=eps)
+    grads = torch.autograd.grad(out.surrogate.sum(), list(net.parameters()))
+    ref_grads = torch.autograd.grad(objective(ref).surrogate.sum(), list(net.parameters()))
+    torch.testing.assert_close(out.bound, objective(ref).bound)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)

@@ -127,8 +127,7 @@ class IWAEModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         x, _ = batch
         objective = self.objective
-        lw = self.net.log_weights(x, objective.sample_shape, beta=self.warmup_beta,
-                                  stop_q=objective.stop_q, split=objective.split)
+        lw = objective.log_weights(self.net, x, beta=self.warmup_beta)
         bound, surrogate = objective(lw)
         loss = -surrogate.mean()
         warm = self.warmup_beta != 1.0  # report the true bound (beta = 1) even while warming up

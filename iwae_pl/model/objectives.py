@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import ConfigError, check_int
 from .log_weights import LogWeights
+
+if TYPE_CHECKING:
+    from .network import IWAENetwork
 
 ESTIMATORS = ("reparam", "stl", "dreg")
 
@@ -116,7 +119,22 @@ class Objective:
     def decoder_weights(self, log_w: Tensor) -> Tensor:
         return self.weights(log_w)
 
-    # --- the estimator --------------------------------------------------------------------------
+    # --- the pass it needs, and the estimator ----------------------------------------------------
+    def log_weights(self, net: "IWAENetwork", x: Tensor, *, beta: float = 1.0,
+                    eps: Sequence[Tensor] | None = None) -> LogWeights:
+        """Run the network pass this objective and estimator need: [M, K, B] log-weights of x [B, D].
+
+        The objective knows whether log q must see the encoder's parameters held fixed (STL, DReG) and
+        whether encoder and decoder need separate gradient views (DReG, PIWAE); callers never pass
+        those flags. eps: optional noise per layer [M, K, B, d_l] (default: torch's RNG).
+        """
+        return net.log_weights(x, self.sample_shape, eps=eps, beta=beta, stop_q=self.stop_q, split=self.split)
+
+    def estimate(self, net: "IWAENetwork", x: Tensor, *, beta: float = 1.0,
+                 eps: Sequence[Tensor] | None = None) -> ObjectiveOutput:
+        """``self(self.log_weights(net, x, ...))``: bound and surrogate per data point, [B] each."""
+        return self(self.log_weights(net, x, beta=beta, eps=eps))
+
     def __call__(self, log_w: Tensor | LogWeights) -> ObjectiveOutput:
         views = log_w if isinstance(log_w, LogWeights) else None
         value = views.value if views is not None else log_w
@@ -128,12 +146,12 @@ class Objective:
             bound = self.bound(flush(value))  # plain reparameterization: autograd of the bound itself
             return ObjectiveOutput(bound, bound)
         if self.stop_q and (views is None or not views.stop_q):
-            raise ConfigError(f"{self!r} needs log-weights computed with stop_q=True (IWAENetwork.log_weights)")
+            raise ConfigError(f"{self!r} needs log-weights computed with stop_q=True (use objective.log_weights(net, x))")
         v = value.detach()
         bound = self.bound(v)
         if self.split:
             if views.encoder is None or views.decoder is None:
-                raise ConfigError(f"{self!r} needs log-weights computed with split=True (IWAENetwork.log_weights)")
+                raise ConfigError(f"{self!r} needs log-weights computed with split=True (use objective.log_weights(net, x))")
             s = ((self.encoder_weights(v) * _flushed(views.encoder)).sum((0, 1))
                  + (self.decoder_weights(v) * _flushed(views.decoder)).sum((0, 1)))
         else:

@@ -24,7 +24,7 @@ def gradient_snr(net: IWAENetwork, objective: Objective, x: Tensor, num_estimate
 
     Estimate r (r = 1..R) differentiates exactly like the training step (at beta = 1):
     noise = ``net.draw_noise(x, objective.sample_shape, generator)`` (the r-th draw from ``generator``),
-    loss = -objective(net.log_weights(x, S, eps=noise, stop_q=..., split=...)).surrogate.mean(),
+    loss = -objective.estimate(net, x, eps=noise).surrogate.mean(),
     g_r = d loss / d theta by ``torch.autograd.grad`` (no ``.grad`` is written). Per scalar parameter,
     SNR = |mean_r g_r| / std_r g_r (unbiased std, float64 running sums); parameters whose estimates
     never vary (std = 0) are left out of the averages.
@@ -37,8 +37,7 @@ def gradient_snr(net: IWAENetwork, objective: Objective, x: Tensor, num_estimate
     squares = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     for _ in range(num_estimates):
         eps = net.draw_noise(x, objective.sample_shape, generator=generator)
-        lw = net.log_weights(x, objective.sample_shape, eps=eps, stop_q=objective.stop_q,
-                             split=objective.split)
+        lw = objective.log_weights(net, x, eps=eps)
         loss = -objective(lw).surrogate.mean()
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for s, q, g in zip(sums, squares, grads):
