@@ -7,7 +7,7 @@ import torch
 
 from iwae_pl import ConfigError
 from iwae_pl.callbacks import ActivityStats, unit_activity
-from iwae_pl.lightning.callbacks.activity import posterior_mean_moments
+from iwae_pl.diagnostics.activity import posterior_mean_moments
 from iwae_pl.model.noise import indexed_normal
 
 from test_callbacks_common import digits, logged, make_trainer, tiny_module, single_thread  # noqa: F401

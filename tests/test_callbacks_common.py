@@ -12,8 +12,9 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 
 from iwae_pl import ConfigError
-from iwae_pl.lightning.callbacks._common import check_choice, check_float, check_int, epoch_due, fixed_examples, shard
-from iwae_pl.lightning.callbacks._figures import image_grid
+from iwae_pl.errors import check_choice, check_float, check_int
+from iwae_pl.lightning.callbacks._common import epoch_due, fixed_examples, shard
+from iwae_pl.diagnostics.images import image_grid
 from iwae_pl.data import BinarizedDataModule
 from iwae_pl.lightning.module import IWAEModule
 

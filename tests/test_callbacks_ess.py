@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from iwae_pl import ConfigError
 from iwae_pl.callbacks import EffectiveSampleSize, ess_stats
-from iwae_pl.lightning.callbacks.ess import weight_histogram
+from iwae_pl.diagnostics.ess import weight_histogram
 
 from test_callbacks_common import digits, logged, make_trainer, tiny_module, single_thread  # noqa: F401
 

@@ -9,7 +9,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from iwae_pl import ConfigError
 from iwae_pl.callbacks import SampleImages
-from iwae_pl.lightning.callbacks.images import image_shape, interleave_rows, model_samples, reconstructions
+from iwae_pl.diagnostics.images import interleave_rows, model_samples, reconstructions
+from iwae_pl.lightning.callbacks.images import image_shape
 
 from test_callbacks_common import digits, make_trainer, single_thread, tiny_module  # noqa: F401
 

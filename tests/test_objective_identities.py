@@ -123,3 +123,13 @@ def test_objective_runs_the_pass_its_estimator_needs(name, M, K, estimator):
     torch.testing.assert_close(out.bound, objective(ref).bound)
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b)
+
+
+def test_name_lists_are_one_list():
+    """The CLI's Literal choices are the objective registry's keys and the estimator tuple."""
+    from typing import get_args
+
+    from iwae_pl import ESTIMATORS
+    from iwae_pl.model.objectives import EstimatorName, ObjectiveName
+    assert set(get_args(ObjectiveName)) == set(OBJECTIVES)
+    assert get_args(EstimatorName) == ESTIMATORS

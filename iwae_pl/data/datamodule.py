@@ -90,6 +90,18 @@ class BinaryDataset(Dataset):
         x, index = self.__getitems__([int(i)])
         return x[0], index[0]
 
+    def first(self, n: int, seed: int) -> Batch:
+        """The first ``n`` points, always the same ones: ``(x [n, D] 0/1, index [n])``.
+
+        Gray values are binarized once with a private generator seeded by ``seed``, so the training
+        batches' random stream is not advanced (diagnostics take their fixed examples here).
+        """
+        n = min(int(n), len(self))
+        x = self.data[:n]
+        if self.seed is not None:
+            x = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+        return x, torch.arange(n)
+
 
 class BinarizedDataModule(pl.LightningDataModule):
     """Binary image datasets for (importance-weighted) autoencoders.

@@ -25,32 +25,29 @@ from ..model.likelihood import log_likelihood
 from ..model.log_weights import LogWeights
 from ..model.network import BURDA_1_LAYER, IWAENetwork, LayerSpec, as_layer_specs
 from ..model.noise import indexed_normal
-from ..model.objectives import make_objective
+from ..model.objectives import EstimatorName, ObjectiveName, make_objective
 from ..model.schedules import BurdaSchedule
 
-ObjectiveName = Literal["vae", "iwae", "miwae", "ciwae", "piwae", "vr"]
-EstimatorName = Literal["reparam", "stl", "dreg"]
 
 
 def logger_writes_this_step(trainer) -> bool:
     """Whether the loggers will write this training step's metrics (every ``log_every_n_steps``).
 
-    ``self.log`` costs about 0.5 ms a call on a CPU (Lightning's result collection), as much as a
-    K = 1 forward pass, and Lightning only hands a step's values to the loggers on these steps: the
-    written metrics are the same, the progress bar and ``callback_metrics`` update on these steps.
+    Lightning hands a step's logged values to the loggers only on these steps (and when training is
+    about to stop), so logging only then writes the same metrics for less per-step work; the progress
+    bar and ``callback_metrics`` update on these steps. Call it during a training step or batch hook.
     """
     if trainer is None:  # outside a Trainer self.log does nothing anyway
         return False
-    try:
-        return bool(trainer._logger_connector.should_update_logs)
-    except AttributeError:  # another Lightning version: log every step, as before
-        return True
+    every = trainer.log_every_n_steps
+    if not every:
+        return False
+    return (trainer.global_step + 1) % every == 0 or trainer.should_stop
 
 
 def adam(param_groups, **settings) -> torch.optim.Adam:
     """torch.optim.Adam, fused (one kernel over all parameters) where torch has it: CPU and CUDA tensors
-    from torch 2.4. The same update rule; a step of Burda's 2-layer model at batch 20, K = 1 took
-    8.8 -> 5.6 ms on 2 CPU cores (benchmarks/README.md)."""
+    from torch 2.4. The same update rule (tests/test_fast_paths.py); the gain is in benchmarks/README.md."""
     groups = [dict(g, params=list(g["params"])) for g in param_groups]
     devices = {p.device.type for g in groups for p in g["params"]}
     fused = torch.__version__ >= "2.4" and devices <= {"cpu", "cuda"} and bool(devices)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Literal, NamedTuple, Sequence, get_args
 
 import torch
 from torch import Tensor
@@ -33,7 +33,9 @@ from .log_weights import LogWeights
 if TYPE_CHECKING:
     from .network import IWAENetwork
 
-ESTIMATORS = ("reparam", "stl", "dreg")
+EstimatorName = Literal["reparam", "stl", "dreg"]
+ESTIMATORS: tuple[str, ...] = get_args(EstimatorName)
+ObjectiveName = Literal["vae", "iwae", "miwae", "ciwae", "piwae", "vr"]  # the keys of OBJECTIVES (tested)
 
 
 class ObjectiveOutput(NamedTuple):

@@ -6,17 +6,14 @@ drawn through the training DataLoader.
 """
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any, Sequence
+from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
 from ...data.datamodule import BinaryDataset
-from ...errors import ConfigError, check_choice, check_float, check_int  # noqa: F401 - re-exported to the callbacks
+from ...errors import ConfigError
 
 SOURCES = ("train", "val", "test")
 
@@ -53,12 +50,9 @@ def fixed_examples(trainer: pl.Trainer, source: str, n: int, seed: int) -> tuple
     generator seeded by ``seed``, so the training batches' random stream is not advanced.
     """
     dataset = _source_dataset(trainer, source)
-    n = min(n, len(dataset))
     if isinstance(dataset, BinaryDataset):
-        x = dataset.data[:n]
-        if dataset.seed is not None:  # gray values: binarize once, privately
-            x = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
-        return x, torch.arange(n)
+        return dataset.first(n, seed)
+    n = min(n, len(dataset))
     x, index = default_collate([dataset[i] for i in range(n)])
     return x.float(), index.long()
 

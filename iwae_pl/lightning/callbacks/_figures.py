@@ -10,10 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
-from torch import Tensor
 
 
 def figure_dir(trainer: pl.Trainer) -> Path:
@@ -54,19 +52,6 @@ def save_image(trainer: pl.Trainer, image: np.ndarray, name: str) -> Path | None
     return path
 
 
-def image_grid(images: Tensor, ncol: int, pad: int = 1, min_side: int = 256) -> np.ndarray:
-    """Tile images [N, H, W] (values in [0, 1]) row by row into one [H', W'] array, with ``pad`` pixels
-    of mid-gray between tiles, enlarged by an integer factor until the short side is >= ``min_side``."""
-    n, h, w = images.shape
-    nrow = -(-n // ncol)
-    grid = torch.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad), 0.5)
-    for i, img in enumerate(images.detach().float().cpu()):
-        r, c = divmod(i, ncol)
-        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = img
-    scale = max(1, -(-min_side // min(grid.shape)))
-    return grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1).numpy()
-
-
 def log_image(trainer: pl.Trainer, tag: str, image: np.ndarray) -> None:
     """Send a gray image [H, W] in [0, 1] to every logger that takes images."""
     if not trainer.is_global_zero:
@@ -96,21 +81,3 @@ def log_histogram(trainer: pl.Trainer, tag: str, counts: np.ndarray, edges: np.n
             import wandb
 
             logger.log_metrics({tag: wandb.Histogram(np_histogram=(counts, edges))}, step=trainer.global_step)
-
-
-def histogram_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], xlabel: str,
-                     threshold: float | None = None, ylabel: str = "count") -> Figure:
-    """One bar-histogram panel per (title, counts [n], edges [n + 1]), side by side, with an optional
-    dashed vertical line at ``threshold`` (in the same units as the edges)."""
-    fig = Figure(figsize=(3.6 * len(panels), 2.8))
-    for i, (title, counts, edges) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        ax.stairs(counts, edges, fill=True, alpha=0.8)
-        if threshold is not None:
-            ax.axvline(threshold, color="k", linestyle="--", linewidth=1)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel(xlabel)
-        if i == 0:
-            ax.set_ylabel(ylabel)
-    fig.tight_layout()
-    return fig

@@ -19,54 +19,15 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from ...diagnostics.activity import activity_from_moments, posterior_mean_moments, unit_activity  # noqa: F401
+from ...diagnostics.figures import histogram_figure
+from ...errors import check_choice, check_float, check_int
 from ...model.likelihood import log_likelihood
-from ...model.network import IWAENetwork
-from ...model.noise import indexed_normal
-from ._common import (SOURCES, check_choice, check_float, check_int, epoch_due, fixed_examples, log_global,
-                      shard, sum_across_processes)
-from ._figures import histogram_figure, log_histogram, save_figure
+from ._common import SOURCES, epoch_due, fixed_examples, log_global, shard, sum_across_processes
+from ._figures import log_histogram, save_figure
 
 PROPAGATE = ("sample", "mean")
 PRUNE_STAGES = ("test", "validate")
-
-
-@torch.no_grad()
-def posterior_mean_moments(net: IWAENetwork, x: Tensor, index: Tensor, propagate: str = "sample",
-                           seed: int = 0, batch_size: int = 500) -> list[Tensor]:
-    """Sufficient statistics of the posterior means, per layer a float64 tensor [3, d_l]:
-    (count, sum over x of E_q[u|x], sum over x of E_q[u|x]^2).
-
-    Args:
-        x: [N, D] data. index: [N] dataset positions: with ``propagate="sample"`` the sample of
-            layer l - 1 fed to layer l is drawn from noise seeded by (seed, index), so the result
-            does not depend on batching or on how the set is split across processes.
-        propagate: ``sample`` (Burda's code) or ``mean`` (layer l - 1's mean is fed upwards).
-    """
-    stats = [torch.zeros(3, d, dtype=torch.float64, device=x.device) for d in net.latent_sizes]
-    for xb, ib in zip(x.split(batch_size), index.split(batch_size)):
-        eps = None
-        if propagate == "sample":  # one seeded sample per data point
-            eps = [e[0] for e in indexed_normal(seed, ib, 0, 1, net.latent_sizes, device=xb.device, dtype=xb.dtype)]
-        means = net.posterior_means(xb, propagate, eps=eps)
-        for s, m in zip(stats, means):
-            m = m.double()
-            s += torch.stack([torch.full_like(m[0], len(m)), m.sum(0), m.square().sum(0)])
-    return stats
-
-
-def activity_from_moments(moments: Sequence[Tensor]) -> list[Tensor]:
-    """A_u per layer, [d_l]: the population variance (as ``np.var`` in Burda's code) from the moments."""
-    out = []
-    for n, s, q in moments:
-        mean = s / n
-        out.append((q / n - mean.square()).clamp_min(0.0))
-    return out
-
-
-def unit_activity(net: IWAENetwork, x: Tensor, index: Tensor, propagate: str = "sample",
-                  seed: int = 0) -> list[Tensor]:
-    """A_u = Var_x(E_q[u|x]) per layer, [d_l] float64, over the data points x [N, D] (one process)."""
-    return activity_from_moments(posterior_mean_moments(net, x, index, propagate, seed))
 
 
 class ActivityStats(Callback):
@@ -115,7 +76,7 @@ class ActivityStats(Callback):
     # --- measurement ------------------------------------------------------------------------------
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[Tensor]:
         """A_u per layer over the fixed set, gathered across processes (every process gets the result)."""
-        net: IWAENetwork = pl_module.net
+        net = pl_module.net
         x, index = fixed_examples(trainer, self.source, self.num_examples, self.seed)
         x, index = shard(x, index, trainer)
         param = next(net.parameters())

@@ -7,36 +7,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from torch import Tensor
 
-from ...errors import ConfigError
-from ...model.network import IWAENetwork
-from ._common import SOURCES, check_choice, check_int, epoch_due, fixed_examples
-from ._figures import image_grid, log_image, save_image
-
-
-@torch.no_grad()
-def model_samples(net: IWAENetwork, n: int, generator: torch.Generator | None = None) -> Tensor:
-    """Pixel probabilities p(x = 1 | h1) of n ancestral samples h1 ~ p(h1): [n, D]."""
-    return net.decode_probs(net.sample_prior(n, generator=generator))
-
-
-@torch.no_grad()
-def reconstructions(net: IWAENetwork, x: Tensor) -> Tensor:
-    """p(x = 1 | h1) at the posterior mean h1 = E_q[h1 | x] of each data point x [N, D]: [N, D]."""
-    return net.decode_probs(net.posterior_means(x, "mean")[0])
-
-
-def interleave_rows(originals: Tensor, recons: Tensor, ncol: int) -> Tensor:
-    """[N, ...] originals and reconstructions -> [2 * ceil(N / ncol) * ncol, ...] in grid order: each row of
-    ``ncol`` originals is followed by the row of their reconstructions (blank tiles pad the last row)."""
-    n = len(originals)
-    nrow = math.ceil(n / ncol)
-    pad = nrow * ncol - n
-    blank = torch.full((pad, *originals.shape[1:]), 0.5, dtype=originals.dtype)
-    rows_o = torch.cat([originals.cpu(), blank]).view(nrow, ncol, *originals.shape[1:])
-    rows_r = torch.cat([recons.cpu(), blank]).view(nrow, ncol, *originals.shape[1:])
-    return torch.stack([rows_o, rows_r], 1).flatten(0, 2)
+from ...diagnostics.images import image_grid, interleave_rows, model_samples, reconstructions
+from ...errors import ConfigError, check_choice, check_int
+from ._common import SOURCES, epoch_due, fixed_examples
+from ._figures import log_image, save_image
 
 
 def image_shape(trainer: pl.Trainer, input_dim: int) -> tuple[int, int]:
@@ -84,7 +59,7 @@ class SampleImages(Callback):
             self.draw(trainer, pl_module, f"epoch{trainer.current_epoch:04d}")
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> None:
-        net: IWAENetwork = pl_module.net
+        net = pl_module.net
         shape = image_shape(trainer, net.input_dim)
         param = next(net.parameters())
         was_training = net.training

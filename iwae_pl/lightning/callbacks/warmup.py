@@ -12,9 +12,8 @@ import math
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from ...errors import ConfigError
+from ...errors import ConfigError, check_choice, check_float, check_int
 from ..module import logger_writes_this_step
-from ._common import check_choice, check_float, check_int
 
 SCHEDULES = ("linear", "sigmoid", "cosine", "constant")
 INTERVALS = ("epoch", "step")
