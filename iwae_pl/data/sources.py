@@ -208,7 +208,7 @@ def read_amat(path: str | os.PathLike, dim: int = 784) -> np.ndarray:
     """Parse a .amat text file (lines of ``dim`` space-separated '0'/'1') into a uint8 array [N, dim].
 
     Vectorised over the raw bytes instead of np.loadtxt: the exact layout of Larochelle's files is parsed by
-    a reshape (50,000 lines in about 0.3 s); any other spacing goes through a general pass.
+    a reshape; any other spacing goes through a general pass.
     """
     path = Path(path)
     try:

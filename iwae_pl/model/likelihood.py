@@ -29,8 +29,8 @@ from ..fast.workspace import Workspace
 from .network import IWAENetwork
 from .noise import BLOCK, indexed_normal
 
-# The evaluation pass costs ~2 ms per data point to set up (2 cores): it pays off from k of a few
-# hundred (equal at k = 500, 10x slower at k = 1; benchmarks/bench.py, "Scaling with K").
+# The evaluation pass has a fixed set-up cost per data point: it pays off only from k of a few hundred
+# (benchmarks/README.md, "Scaling with K").
 EVAL_PASS_MIN_K = 512
 # Rows (samples x data points) per forward pass of the network path. On a CPU small passes are
 # fastest: the [rows, D] activations stay in cache and reuse the allocator's memory (a fresh multi-MB

@@ -94,7 +94,7 @@ class BetaWarmup(Callback):
         pl_module.warmup_beta = beta
         return beta
 
-    # One log call per epoch, or per step only on the steps the loggers write (a call costs ~0.5 ms).
+    # One log call per epoch, or per step only on the steps the loggers write (self.log is not free).
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.interval == "epoch":
             beta = self._apply(trainer, pl_module, 0)
