@@ -111,6 +111,20 @@ def load_test_subset(data_dir: Path, n: int) -> torch.Tensor:
     return torch.from_numpy(test[idx].astype(np.float32)), torch.from_numpy(idx)
 
 
+_LAYOUT = {"module": "lightning.module", "likelihood": "model.likelihood", "noise": "model.noise",
+           "eval_pass": "fast.eval_pass"}
+
+
+def submodule(pkg, name: str):
+    """``pkg.<name>`` of either layout: the flat one of the baseline revisions (``iwae_pl_base.noise``) or
+    today's packages (``iwae_pl.model.noise``)."""
+    import importlib
+    try:
+        return importlib.import_module(f"{pkg.__name__}.{_LAYOUT[name]}")
+    except ModuleNotFoundError:
+        return importlib.import_module(f"{pkg.__name__}.{name}")
+
+
 # ---------------------------------------------------------------------------------------------- training loops
 class Ctx:
     """What every variant needs: packages, data, the warm parameters."""
@@ -166,7 +180,10 @@ def run_minimal(ctx, M, K, steps, skip, pkg=None, layers=None):
     objective = pkg.make_objective(objective_name(M), M, K)
 
     def loss(x):
-        lw = objective.log_weights(net, x)
+        if hasattr(objective, "log_weights"):  # the objective runs its own pass
+            lw = objective.log_weights(net, x)
+        else:  # baseline revisions before it did: the same call, flags spelled out
+            lw = net.log_weights(x, objective.sample_shape, stop_q=objective.stop_q, split=objective.split)
         return -objective(lw).surrogate.mean()
 
     return timed_loop(ctx, net, loss, steps, skip)
@@ -188,7 +205,7 @@ def run_lightning(ctx, M, K, steps, skip, pkg=None):
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
     pkg = pkg or ctx.pkg
-    module_mod = __import__(pkg.__name__ + ".module", fromlist=["IWAEModule"])
+    module_mod = submodule(pkg, "module")
 
     class StepClock(pl.Callback):
         def __init__(self):
@@ -345,11 +362,11 @@ def eval_worker(spec: dict) -> dict:
     if spec["impl"] in ("project", "baseline"):  # the same noise, drawn alone: its share of the evaluation
         t0 = time.perf_counter()
         if spec["impl"] == "project" and spec.get("eval_pass", True):
-            draw_like_the_pass(pkg, index, k, spec.get("chunk") or pkg.likelihood.EVAL_ROWS, net.latent_sizes)
+            draw_like_the_pass(pkg, index, k, spec.get("chunk") or submodule(pkg, "likelihood").EVAL_ROWS, net.latent_sizes)
         else:
             for i in range(0, len(x), batch):
                 for s in range(0, k, 256):
-                    pkg.noise.indexed_normal(0, index[i:i + batch], s, min(256, k - s), net.latent_sizes)
+                    submodule(pkg, "noise").indexed_normal(0, index[i:i + batch], s, min(256, k - s), net.latent_sizes)
         out["noise_seconds"] = time.perf_counter() - t0
     return out
 
@@ -358,7 +375,8 @@ def draw_like_the_pass(pkg, index, k: int, rows: int, dims) -> None:
     """The evaluation pass's noise alone, drawn as the pass draws it: per point, blocks of the pass's
     size into a reused buffer, the points spread over the same threads (torch single-threaded each)."""
     from concurrent.futures import ThreadPoolExecutor
-    block, rows, total = pkg.noise.BLOCK, pkg.eval_pass.block_rows(rows, k), sum(dims)
+    noise = submodule(pkg, "noise")
+    block, rows, total = noise.BLOCK, submodule(pkg, "eval_pass").block_rows(rows, k), sum(dims)
     intra_op = torch.get_num_threads()
     threads = min(intra_op, len(index))
 
@@ -368,7 +386,7 @@ def draw_like_the_pass(pkg, index, k: int, rows: int, dims) -> None:
         for b in range(first, len(index), threads):
             for start in range(0, k, rows):
                 n = min(rows, k - start)
-                pkg.noise.draw_blocks(0, [int(index[b])], start // block, -(-n // block), total, out=buf)
+                noise.draw_blocks(0, [int(index[b])], start // block, -(-n // block), total, out=buf)
 
     try:
         with ThreadPoolExecutor(threads) as pool:
@@ -472,7 +490,7 @@ def rows_per_pass(spec: dict, batch: int, k: int = 5000) -> int:
     if spec["impl"] == "naive":
         return spec["chunk"] * batch
     if spec["impl"] == "baseline":  # one pass holds all points: auto_chunk(batch, k) samples of each
-        return sys.modules["iwae_pl_base"].likelihood.auto_chunk(batch, k) * batch
+        return submodule(sys.modules["iwae_pl_base"], "likelihood").auto_chunk(batch, k) * batch
     from iwae_pl.fast.eval_pass import block_rows
     from iwae_pl.model.likelihood import DEFAULT_MAX_ROWS, EVAL_ROWS, auto_chunk
     if spec.get("eval_pass", True):  # one point at a time
