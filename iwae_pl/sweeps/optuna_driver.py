@@ -145,6 +145,8 @@ def open_study(spec: StudySpec, address: str, worker: int = 0):
         study = optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
                                     direction=spec.direction, sampler=make_sampler(spec, worker),
                                     pruner=make_pruner(spec.pruner))
+        for params in spec.enqueue:  # queued once: a resumed study finds them already there
+            study.enqueue_trial(params, skip_if_exists=True)
     return study, storage
 
 

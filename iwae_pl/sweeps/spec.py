@@ -9,6 +9,7 @@ A study file (see ``sweeps/optuna_mk.yaml``)::
     direction: maximize
     sampler: {name: grid, seed: 0}      # grid | tpe | random
     pruner: {name: none}                # none | median | hyperband (+ that Optuna pruner's arguments)
+    enqueue: [{model.lr: 0.003}]        # optional: settings tried first (Optuna's enqueue_trial)
     n_trials: 7
     search_space:
       split: {type: split, budget: 64}  # M in the divisors of 64, K = 64 / M
@@ -150,6 +151,7 @@ class StudySpec:
     trial_args: list[str] = field(default_factory=list)
     trial_timeout: float | None = None
     heartbeat: dict = field(default_factory=lambda: {"interval": 10, "grace_period": 30, "max_retry": 2})
+    enqueue: list[dict] = field(default_factory=list)
 
     @property
     def sampler_name(self) -> str:
@@ -161,7 +163,7 @@ class StudySpec:
 
 
 _TOP_KEYS = {"study_name", "base_config", "overrides", "metric", "direction", "sampler", "pruner", "n_trials",
-             "search_space", "storage", "sweep_dir", "trial_args", "trial_timeout", "heartbeat"}
+             "search_space", "storage", "sweep_dir", "trial_args", "trial_timeout", "heartbeat", "enqueue"}
 
 
 def _named(where: str, raw: Any, choices: tuple[str, ...], default: str) -> dict:
@@ -217,7 +219,13 @@ def parse_spec(raw: Any, root: Path = Path(".")) -> StudySpec:
         sweep_dir=str(raw.get("sweep_dir") or "sweeps_out"),
         trial_args=[str(a) for a in raw.get("trial_args") or []],
         trial_timeout=raw.get("trial_timeout"),
+        enqueue=[dict(p) for p in raw.get("enqueue") or []],
     )
+    names = {p.path for p in space}
+    for params in spec.enqueue:
+        extra = sorted(set(params) - names)
+        if extra:
+            raise ConfigError(f"enqueue: {extra[0]!r} is not in the search space; allowed: {', '.join(sorted(names))}")
     if raw.get("heartbeat"):
         spec.heartbeat.update(raw["heartbeat"])
     for key in ("interval", "grace_period"):
