@@ -118,6 +118,15 @@ def test_trial_config_refuses_a_path_through_a_value():
         trial_config(spec, {}, "/tmp/t", "trial_0000")
 
 
+def test_config_paths_reach_into_lists(tmp_path):
+    spec = parse_spec(study(overrides={"trainer.callbacks.0.init_args.save_top_k": 3}), ROOT / "sweeps")
+    config = trial_config(spec, {}, "/tmp/t", "trial_0000")
+    assert config["trainer"]["callbacks"][0]["init_args"] == {"monitor": "val/nll", "save_last": True, "save_top_k": 3}
+    spec = parse_spec(study(overrides={"trainer.callbacks.5.init_args.x": 3}), ROOT / "sweeps")
+    with pytest.raises(ConfigError, match="'5' is not an index of a list of 1"):
+        trial_config(spec, {}, "/tmp/t", "trial_0000")
+
+
 def test_worker_devices_deal_gpus_in_order():
     assert worker_devices(4, ["0", "1", "2", "3"]) == ["0", "1", "2", "3"]
     assert worker_devices(2, ["0", "1", "2", "3"], per_worker=2) == ["0,1", "2,3"]

@@ -175,12 +175,12 @@ def _die_with_parent() -> None:
 
 
 def _last_error(log: Path) -> str:
-    """The line of a failed run's output that says why (the CLI's one-line error, else the last line)."""
+    """What a failed run's output says about why: from the last line naming an error (with the few
+    lines after it, where argument parsers explain), else the last line; one line."""
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.exists() else []
-    for line in reversed(lines):
-        if line.startswith("iwae_pl:") or "Error" in line.split(":")[0]:
-            return line[:500]
-    return (lines[-1] if lines else "no output")[:500]
+    starts = [i for i, line in enumerate(lines) if "error" in line.lower()]
+    text = " ".join(lines[starts[-1]:starts[-1] + 6]) if starts else (lines[-1] if lines else "no output")
+    return text[:500]
 
 
 class TrialFailed(Exception):

@@ -235,18 +235,30 @@ def parse_spec(raw: Any, root: Path = Path(".")) -> StudySpec:
     return spec
 
 
+def _child(node: dict | list, key: str, path: str) -> tuple[dict | list, str | int]:
+    """(container, key) for one step of a config path; a list (e.g. ``trainer.callbacks``) takes an index."""
+    if isinstance(node, list):
+        if not key.isdigit() or int(key) >= len(node):
+            raise ConfigError(f"config path {path!r}: {key!r} is not an index of a list of {len(node)}")
+        return node, int(key)
+    return node, key
+
+
 def set_path(config: dict, path: str, value: Any) -> None:
-    """Set ``config[a][b][c] = value`` for ``path`` "a.b.c", creating mappings on the way."""
-    node = config
+    """Set ``config[a][b][c] = value`` for ``path`` "a.b.c", creating mappings on the way; a list step
+    takes an index (``trainer.callbacks.0.init_args.epochs``)."""
+    node: Any = config
     keys = path.split(".")
     for key in keys[:-1]:
-        child = node.get(key)
+        node, k = _child(node, key, path)
+        child = node[k] if isinstance(node, list) else node.get(k)
         if child is None:
-            child = node[key] = {}
-        if not isinstance(child, dict):
+            child = node[k] = {}
+        if not isinstance(child, (dict, list)):
             raise ConfigError(f"config path {path!r}: {key!r} holds {child!r}, not a mapping")
         node = child
-    node[keys[-1]] = value
+    node, k = _child(node, keys[-1], path)
+    node[k] = value
 
 
 def trial_settings(params: Mapping[str, Any], spec: StudySpec) -> dict[str, Any]:
