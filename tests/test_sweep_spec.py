@@ -8,7 +8,9 @@ import pytest
 
 from iwae_pl.errors import ConfigError
 from iwae_pl.model.objectives import make_objective
-from iwae_pl.sweeps.optuna_driver import budget_used, worker_devices
+from iwae_pl.cli import main
+from iwae_pl.sweeps.optuna_driver import budget_used, make_sampler, worker_devices
+from iwae_pl.sweeps.pruning import make_pruner
 from iwae_pl.sweeps.spec import load_spec, parse_spec, split_settings, splits, trial_config, trial_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,3 +144,40 @@ def test_a_retried_trial_counts_once_in_the_budget():
               SimpleNamespace(number=3, system_attrs={"failed_trial": 0})]
     assert budget_used(trials) == 2
     assert budget_used(trials[:2]) == 2 and budget_used([]) == 0
+
+
+def test_pruners_and_samplers_take_their_optuna_arguments():
+    import optuna
+
+    assert isinstance(make_pruner({"name": "none"}), optuna.pruners.NopPruner)
+    median = make_pruner({"name": "median", "n_startup_trials": 3, "n_warmup_steps": 2})
+    assert isinstance(median, optuna.pruners.MedianPruner) and median._n_startup_trials == 3
+    assert isinstance(make_pruner({"name": "hyperband", "min_resource": 1, "reduction_factor": 3}),
+                      optuna.pruners.HyperbandPruner)
+    with pytest.raises(ConfigError, match="pruner median: .*n_startup"):
+        make_pruner({"name": "median", "n_startup": 3})
+    tpe = parse_spec(study(sampler={"name": "tpe", "seed": 1, "n_startup_trials": 4}), ROOT / "sweeps")
+    assert isinstance(make_sampler(tpe), optuna.samplers.TPESampler)
+    bad = parse_spec(study(sampler={"name": "random", "seed": 1, "colour": 4}), ROOT / "sweeps")
+    with pytest.raises(ConfigError, match="sampler random: .*colour"):
+        make_sampler(bad)
+
+
+def test_grid_workers_share_one_grid_order_and_tpe_workers_do_not_share_a_seed():
+    spec = parse_spec(study(), ROOT / "sweeps")
+    assert make_sampler(spec, 0)._all_grids == make_sampler(spec, 1)._all_grids
+    spec = parse_spec(study(sampler={"name": "random", "seed": 5}), ROOT / "sweeps")
+    a, b = make_sampler(spec, 0), make_sampler(spec, 1)
+    assert a._rng.rng.random_sample() != b._rng.rng.random_sample()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["sweep", "--config", "nowhere.yaml"], "iwae_pl: error: study file 'nowhere.yaml' does not exist"),
+    (["sweep", "--config", str(ROOT / "sweeps" / "optuna_mk.yaml"), "--workers", "0"],
+     "iwae_pl: error: --workers must be an integer >= 1, got 0"),
+])
+def test_sweep_misuse_is_one_line_and_exit_code_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [message]

@@ -131,9 +131,11 @@ def make_sampler(spec: StudySpec, worker: int = 0):
     if spec.sampler_name == "grid":
         return optuna.samplers.GridSampler(spec.grid(), seed=seed)
     seed = None if seed is None else seed + worker
-    if spec.sampler_name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, **args)
+    cls = optuna.samplers.RandomSampler if spec.sampler_name == "random" else optuna.samplers.TPESampler
+    try:
+        return cls(seed=seed, **args)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"sampler {spec.sampler_name}: {err}") from None
 
 
 def open_study(spec: StudySpec, address: str, worker: int = 0):

@@ -58,13 +58,17 @@ def make_pruner(block: dict):
     """An Optuna pruner from a study file's pruner block: ``{name: median, n_startup_trials: 2, ...}``."""
     import optuna
 
+    from ..errors import ConfigError
+
     args = {k: v for k, v in block.items() if k != "name"}
     name = block.get("name", "none")
-    if name == "median":
-        return optuna.pruners.MedianPruner(**args)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(**args)
-    return optuna.pruners.NopPruner()
+    cls = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner}.get(name)
+    if cls is None:
+        return optuna.pruners.NopPruner()
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"pruner {name}: {err}") from None
 
 
 class SweepPruning(pl.Callback):
