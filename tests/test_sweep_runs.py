@@ -21,6 +21,7 @@ import optuna
 import pytest
 import yaml
 
+from iwae_pl.cli import main
 from iwae_pl.runs import RunResult
 from iwae_pl.sweeps.pruning import open_storage
 from iwae_pl.sweeps.spec import splits
@@ -91,21 +92,19 @@ def test_grid_of_four_splits_evaluates_each_split_once(grid4):
     assert f"best: trial {best.number}," in out.stdout
 
 
-def test_rerunning_the_command_resumes_the_study(grid4):
+def test_rerunning_the_command_resumes_the_study(grid4, capsys):
     study, sweep_dir, _ = grid4
     before = trials(str(sweep_dir / "study.journal"))
-    out = sweep(study)
+    main(["sweep", "--config", str(study)])  # in this process: a resumed study starts no trial process
     after = trials(str(sweep_dir / "study.journal"))
     assert [(t.number, t.state, t.params, t.value) for t in after] == [(t.number, t.state, t.params, t.value) for t in before]
     best = max(before, key=lambda t: t.value)
-    assert f"best: trial {best.number}, val/bound = {best.value:.6g}" in out.stdout
+    assert f"best: trial {best.number}, val/bound = {best.value:.6g}" in capsys.readouterr().out
 
 
 def test_report_lists_every_split_with_its_metrics(grid4, tmp_path):
     study, sweep_dir, _ = grid4
-    done = subprocess.run([sys.executable, "-m", "iwae_pl", "sweep-report", "--config", str(study), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    main(["sweep-report", "--config", str(study), "--out", str(tmp_path)])
     with open(tmp_path / "sweep_report.csv") as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["split"] for r in rows) == sorted(f"{m}×{k}" for m, k in splits(8))
@@ -119,19 +118,20 @@ def test_report_lists_every_split_with_its_metrics(grid4, tmp_path):
     assert (tmp_path / "sweep_mk.png").stat().st_size > 5000
 
 
-def test_report_of_a_folder_of_runs(grid4, tmp_path):
+def test_report_of_a_folder_of_runs(grid4, tmp_path, capsys):
     _, sweep_dir, _ = grid4
-    done = subprocess.run([sys.executable, "-m", "iwae_pl", "sweep-report", "--runs", str(sweep_dir / "trials"),
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(line.split(" | ")[1] for line in done.stdout.splitlines()[2:] if line.startswith("| ")) \
+    main(["sweep-report", "--runs", str(sweep_dir / "trials"), "--out", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split(" | ")[1] for line in lines[2:] if line.startswith("| ")) \
         == sorted(f"{m}×{k}" for m, k in splits(8))
 
 
-def test_report_of_an_empty_folder_is_a_data_error(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "iwae_pl", "sweep-report", "--runs", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith("iwae_pl: data error: no runs")
+def test_report_of_an_empty_folder_is_a_data_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["sweep-report", "--runs", str(tmp_path)])
+    assert info.value.code == 1
+    assert capsys.readouterr().err.strip().startswith(f"iwae_pl: data error: no runs (directories with summary.json) "
+                                                      f"found below '{tmp_path}'")
 
 
 def test_heatmap_averages_each_cell(tmp_path):
@@ -202,7 +202,7 @@ def test_dashboard_serves_the_study_from_the_journal_file(grid4):
 def test_a_failed_trial_is_recorded_and_the_study_continues(tmp_path):
     study = write_study(tmp_path / "study.yaml", n_trials=2,
                         search_space={"model.estimator": {"type": "categorical", "choices": ["reparam", "bogus"]}})
-    sweep(study)
+    main(["sweep", "--config", str(study)])
     ts = {t.params["model.estimator"]: t for t in trials(str(tmp_path / "sweep" / "study.journal"))}
     assert ts["reparam"].state == optuna.trial.TrialState.COMPLETE
     assert ts["bogus"].state == optuna.trial.TrialState.FAIL
@@ -210,14 +210,24 @@ def test_a_failed_trial_is_recorded_and_the_study_continues(tmp_path):
     assert error.startswith("exit code 2: ") and "model.estimator" in error and "bogus" in error
 
 
+def test_a_trial_past_its_timeout_is_killed_and_failed(tmp_path):
+    study = write_study(tmp_path / "study.yaml", n_trials=1, trial_timeout=2)
+    main(["sweep", "--config", str(study)])
+    (t,) = trials(str(tmp_path / "sweep" / "study.journal"))
+    assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs["error"] == "timed out after 2 s"
+    assert not (Path(t.user_attrs["run_dir"]) / "summary.json").exists()
+
+
 @pytest.mark.slow
 def test_two_workers_on_a_journal_file_evaluate_the_7_splits_of_64_once(tmp_path):
-    study = write_study(tmp_path / "study.yaml", n_trials=7, search_space={"split": {"type": "split", "budget": 64}},
-                        overrides={"trainer.limit_train_batches": 2})
-    sweep(study, "--workers", "2")
+    study = write_study(tmp_path / "study.yaml", n_trials=7, search_space={"split": {"type": "split", "budget": 64}})
+    sweep(study, "--workers", "2", "--", "--trainer.limit_train_batches", "2")  # after --: every trial's fit
     ts = trials(str(tmp_path / "sweep" / "study.journal"))
     assert_each_split_once(ts, 64)
     assert sorted(t.number for t in ts) == list(range(7))
+    for t in ts:
+        config = yaml.safe_load((Path(t.user_attrs["run_dir"]) / "config.yaml").read_text())
+        assert config["trainer"]["limit_train_batches"] == 2
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from iwae_pl.errors import ConfigError
 from iwae_pl.model.objectives import make_objective
 from iwae_pl.cli import main
-from iwae_pl.sweeps.optuna_driver import budget_used, make_sampler, worker_devices
+from iwae_pl.sweeps.optuna_driver import _worker_command, budget_used, make_sampler, worker_devices
 from iwae_pl.sweeps.pruning import make_pruner
 from iwae_pl.sweeps.spec import load_spec, parse_spec, split_settings, splits, trial_config, trial_settings
 
@@ -181,3 +181,10 @@ def test_sweep_misuse_is_one_line_and_exit_code_2(argv, message, capsys):
         main(argv)
     assert info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [message]
+
+
+def test_worker_processes_get_the_sweep_arguments_and_the_trials_arguments_apart():
+    argv = _worker_command(["--config", "s.yaml", "--", "--trainer.devices", "2"], 1)
+    assert argv[1:] == ["-m", "iwae_pl", "sweep", "--config", "s.yaml", "--worker-index", "1",
+                        "--", "--trainer.devices", "2"]
+    assert _worker_command(["--config", "s.yaml"], 0)[-2:] == ["--worker-index", "0"]

@@ -215,11 +215,13 @@ def run_trial(trial, spec: StudySpec, sweep_dir: Path, address: str, trial_args:
                *spec.trial_args, *trial_args]
     log = run_dir / "fit.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+        # its own process group: a timeout ends every DDP rank the trial started, not only rank 0
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
+                                start_new_session=True)
         try:
             code = proc.wait(timeout=spec.trial_timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise TrialFailed(f"timed out after {spec.trial_timeout} s") from None
     attrs = trial.study._storage.get_trial(trial._trial_id).user_attrs
@@ -293,7 +295,10 @@ def work(spec: StudySpec, sweep_dir: Path, worker: int = 0, trial_args: Sequence
 
 
 def _worker_command(argv: Sequence[str], worker: int) -> list[str]:
-    return [sys.executable, "-m", "iwae_pl", "sweep", *argv, "--worker-index", str(worker)]
+    """The sweep command of one worker process (its index before the trials' ``--`` arguments)."""
+    own, trial_args = _split_argv(argv)
+    return [sys.executable, "-m", "iwae_pl", "sweep", *own, "--worker-index", str(worker),
+            *(["--", *trial_args] if trial_args else [])]
 
 
 def run_workers(spec: StudySpec, sweep_dir: Path, argv: Sequence[str], n_workers: int, gpus_per_worker: int) -> int:
