@@ -188,3 +188,66 @@ def test_worker_processes_get_the_sweep_arguments_and_the_trials_arguments_apart
     assert argv[1:] == ["-m", "iwae_pl", "sweep", "--config", "s.yaml", "--worker-index", "1",
                         "--", "--trainer.devices", "2"]
     assert _worker_command(["--config", "s.yaml"], 0)[-2:] == ["--worker-index", "0"]
+
+
+class _FakeTrial:
+    """Records what the pruning callback tells the study."""
+
+    def __init__(self, prune: bool):
+        self.prune, self.reports, self.attrs = prune, [], {}
+
+    def report(self, value, step):
+        self.reports.append((value, step))
+
+    def should_prune(self):
+        return self.prune
+
+    def set_user_attr(self, key, value):
+        self.attrs[key] = value
+
+
+def _fake_trainer(value: float, rank0: bool = True):
+    strategy = SimpleNamespace(broadcast=lambda obj, src=0: obj if rank0 else (True, "pruned"))
+    return SimpleNamespace(callback_metrics={"val/bound": value}, current_epoch=2, sanity_checking=False,
+                           is_global_zero=rank0, strategy=strategy, should_stop=False)
+
+
+@pytest.mark.parametrize("prune,value,stop,attrs", [
+    (False, -90.0, False, {}),
+    (True, -90.0, True, {"pruned_at_step": 2}),
+    (False, float("nan"), True, {"error": "val/bound is nan at epoch 2"}),  # a NaN fails the trial
+])
+def test_pruning_callback_reports_and_stops_on_the_decision(monkeypatch, prune, value, stop, attrs):
+    from iwae_pl.sweeps import pruning
+
+    monkeypatch.setenv(pruning.ENV_STORAGE, "/nowhere/study.journal")
+    monkeypatch.setenv(pruning.ENV_TRIAL, "0")
+    monkeypatch.setenv(pruning.ENV_METRIC, "val/bound")
+    callback = pruning.SweepPruning()
+    callback._trial = trial = _FakeTrial(prune)
+    trainer = _fake_trainer(value)
+    callback.on_validation_end(trainer, None)
+    assert trainer.should_stop is stop and trial.attrs == attrs
+    assert trial.reports == ([] if value != value else [(value, 2)])
+
+
+def test_pruning_callback_on_another_rank_follows_rank_0_without_touching_the_study(monkeypatch):
+    from iwae_pl.sweeps import pruning
+
+    monkeypatch.setenv(pruning.ENV_STORAGE, "/nowhere/study.journal")
+    monkeypatch.setenv(pruning.ENV_TRIAL, "0")
+    callback = pruning.SweepPruning()
+    callback._open_trial = lambda: pytest.fail("only rank 0 opens the study")
+    trainer = _fake_trainer(-90.0, rank0=False)  # rank 0's broadcast decision: pruned
+    callback.on_validation_end(trainer, None)
+    assert trainer.should_stop is True
+
+
+def test_pruning_callback_without_a_sweep_is_a_plain_run(monkeypatch):
+    from iwae_pl.sweeps import pruning
+
+    monkeypatch.delenv(pruning.ENV_STORAGE, raising=False)
+    callback = pruning.SweepPruning()
+    trainer = _fake_trainer(float("nan"))
+    callback.on_validation_end(trainer, None)
+    assert not callback.enabled and trainer.should_stop is False
