@@ -44,3 +44,25 @@ def surrogate_grads(net, objective, x, eps):
     bound, surrogate = objective(lw)
     (-surrogate.mean()).backward()
     return bound.detach(), [p.grad.clone() for p in net.parameters()]
+
+
+# --- PostgreSQL for the sweep storage tests (tests/postgres.py) -----------------------------------
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the session; skips when PostgreSQL is absent."""
+    from postgres import PostgresServer, missing
+
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request) -> str:
+    """The URL of a fresh, empty database on the session's server (one per test)."""
+    import re
+
+    return postgres_server.create_database(re.sub(r"\W", "_", request.node.name).lower()[:60])
