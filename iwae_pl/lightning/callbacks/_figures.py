@@ -11,23 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 from matplotlib.figure import Figure
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+from ..loggers import run_directory
 
 
 def figure_dir(trainer: pl.Trainer) -> Path:
-    """``<log_dir>/figures`` of the first logger (``default_root_dir`` without a logger), created.
-
-    Same directory as ``trainer.log_dir``, whose property is a collective (it broadcasts from rank 0)
-    and so must not be read on rank 0 alone, as the savers below do.
-    """
-    logger = trainer.loggers[0] if trainer.loggers else None
-    if logger is None:
-        root = trainer.default_root_dir
-    elif isinstance(logger, (TensorBoardLogger, CSVLogger)):
-        root = logger.log_dir
-    else:
-        root = logger.save_dir or trainer.default_root_dir
-    path = Path(root) / "figures"
+    """``<run_dir>/figures`` (see ``run_directory``), created; safe to call on rank 0 alone."""
+    path = Path(run_directory(trainer)) / "figures"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

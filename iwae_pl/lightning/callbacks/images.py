@@ -40,9 +40,12 @@ class SampleImages(Callback):
     ``images/reconstructions``. The image shape is ``trainer.datamodule.image_shape`` (square if absent).
 
     Args:
-        every_n_epochs: training epochs between grids. num_samples, num_reconstructions: grid sizes
-            (0 turns one off). ncol: images per grid row. source: where the reconstructed examples come
-            from (``val`` default). seed: seeds the samples and the binarization of the examples.
+        every_n_epochs: Training epochs between grids (also drawn after the last epoch).
+        num_samples: Model samples in the samples grid (0 turns it off).
+        num_reconstructions: Examples in the reconstructions grid (0 turns it off).
+        ncol: Images per grid row.
+        source: Split the reconstructed examples come from: ``val``, ``train`` or ``test``.
+        seed: Seeds the samples and the binarization of the examples.
     """
 
     def __init__(self, every_n_epochs: int = 10, num_samples: int = 64, num_reconstructions: int = 16,
