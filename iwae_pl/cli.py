@@ -118,13 +118,14 @@ def _refuse_optimizer_settings(args: Sequence[str]) -> None:
                           "use model.lr, model.adam_betas, model.adam_eps and model.lr_schedule (constant, burda)")
 
 
-def make_cli(args: Sequence[str]) -> IWAECLI:
-    """Parse ``args`` (subcommand first), build model, data and trainer, run the subcommand."""
+def make_cli(args: Sequence[str], **kwargs) -> IWAECLI:
+    """Parse ``args`` (subcommand first), build model, data and trainer, run the subcommand.
+    ``kwargs`` go to LightningCLI (e.g. ``run=False``: no subcommand, only parse and build)."""
     _refuse_optimizer_settings(args)
     return IWAECLI(IWAEModule, BinarizedDataModule, args=list(args), parser_kwargs={"prog": PROG},
                    auto_configure_optimizers=False, save_config_callback=RunConfig,
                    # a second run in the same directory overwrites the saved config instead of failing
-                   save_config_kwargs={"overwrite": True})
+                   save_config_kwargs={"overwrite": True}, **kwargs)
 
 
 def _user_error(err: BaseException) -> BaseException | None:
