@@ -26,6 +26,7 @@ from .runs.result import RunResult
 
 # name -> (function taking the remaining argv, one-line description); filled by the project's commands.
 COMMANDS: dict[str, tuple[Callable[[list[str]], object], str]] = {}
+from .runs import plot as _plot  # noqa: E402,F401  (registers `plot`; it needs COMMANDS defined above)
 
 PROG = "iwae_pl"
 # LightningCLI's optimizer:/lr_scheduler: blocks would silently replace the model's Adam and Burda schedule.
