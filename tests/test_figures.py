@@ -41,6 +41,7 @@ def diagnostics_run(tmp_path_factory):
     result = run(["--config", str(ROOT / "sweeps" / "diagnostics.yaml"), "--trainer.max_epochs", "2",
                   "--trainer.check_val_every_n_epoch", "1", "--trainer.limit_train_batches", "10",
                   "--trainer.enable_progress_bar", "false", "--model.val_k", "10", "--model.test_k", "10",
+                  "--data.eval_batch_size", "50", "--trainer.limit_test_batches", "1",  # 50 test digits
                   "--trainer.logger.init_args.save_dir", str(out / "logs")])
     return Path(result.run_dir)
 

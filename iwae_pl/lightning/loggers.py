@@ -22,8 +22,22 @@ class WandbLogger(_WandbLogger):
     """Lightning's WandbLogger; ``offline`` defaults to True when no W&B credentials are found, so a
     run never stops to ask for a login (sync later with ``wandb sync``)."""
 
+    _created = None  # the W&B run the latest instance started in this process
+
     def __init__(self, *args, offline: bool | None = None, **kwargs):
         super().__init__(*args, offline=not wandb_credentials_available() if offline is None else offline, **kwargs)
+
+    @property
+    def experiment(self):
+        """Lightning's, except that a run an earlier instance started is finished first: Lightning would
+        reuse it, so a second run in the same process (a sweep trial) got the first one's id and directory."""
+        if self._experiment is None:
+            import wandb
+
+            if wandb.run is not None and wandb.run is WandbLogger._created:
+                wandb.finish()
+            WandbLogger._created = super().experiment
+        return self._experiment
 
 
 def run_directory(trainer) -> str:
