@@ -123,7 +123,9 @@ def make_cli(args: Sequence[str], **kwargs) -> IWAECLI:
     """Parse ``args`` (subcommand first), build model, data and trainer, run the subcommand.
     ``kwargs`` go to LightningCLI (e.g. ``run=False``: no subcommand, only parse and build)."""
     _refuse_optimizer_settings(args)
-    return IWAECLI(IWAEModule, BinarizedDataModule, args=list(args), parser_kwargs={"prog": PROG},
+    epilog = "; ".join(f"{PROG} {name}: {description}" for name, (_, description) in sorted(COMMANDS.items()))
+    parser_kwargs = {"prog": PROG, "epilog": f"Project commands ({PROG} <command> --help): {epilog}" if epilog else None}
+    return IWAECLI(IWAEModule, BinarizedDataModule, args=list(args), parser_kwargs=parser_kwargs,
                    auto_configure_optimizers=False, save_config_callback=RunConfig,
                    # a second run in the same directory overwrites the saved config instead of failing
                    save_config_kwargs={"overwrite": True}, **kwargs)

@@ -22,6 +22,7 @@ import yaml
 from ..diagnostics.figures import DPI, curves_figure
 from ..errors import DataError
 
+DESCRIPTION = "figures comparing runs (ESS, active units, SNR, val NLL) from their metrics.csv"
 # figure name -> (title, [(ylabel, metric names (a {i} runs over the layers), log scale)])
 COMPARISONS = {
     "ess_comparison": ("ESS during training", [("effective sample size (per group of K)", "ess/group", False),
@@ -128,7 +129,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
 
 
 def main(argv: Sequence[str]) -> list[Path]:
-    parser = argparse.ArgumentParser(prog="iwae_pl plot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="iwae_pl plot", description=DESCRIPTION[0].upper() + DESCRIPTION[1:] + ".")
     parser.add_argument("runs", nargs="+", help="run directories (<save_dir>/<name>/version_N/)")
     parser.add_argument("--out", required=True, help="directory for the figures (created)")
     args = parser.parse_args(list(argv))
@@ -141,7 +142,7 @@ def main(argv: Sequence[str]) -> list[Path]:
 def _register() -> None:
     from ..cli import COMMANDS
 
-    COMMANDS["plot"] = (main, "figures comparing runs (ESS, active units, SNR, val NLL) from their metrics.csv")
+    COMMANDS["plot"] = (main, DESCRIPTION)
 
 
 _register()
