@@ -101,6 +101,7 @@ class IWAECLI(LightningCLI):
 
     def after_predict(self) -> None:
         self._record("predict")
+        self._print_summary()
 
 
 def _refuse_optimizer_settings(args: Sequence[str]) -> None:

@@ -120,3 +120,9 @@ def test_error_tips_name_the_program(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "usage: iwae_pl [options] fit" in err and "run: iwae_pl fit --help" in err, err[-500:]
     assert "__main__.py" not in err
+
+
+def test_top_level_help_lists_the_project_commands(capsys, monkeypatch):
+    text = _help(["--help"], capsys, monkeypatch)
+    assert text.startswith("usage: iwae_pl ")
+    assert "iwae_pl plot: figures comparing runs" in " ".join(text.split())

@@ -45,6 +45,11 @@ def test_fit_then_validate_print_metrics_and_run_directory(tmp_path, capfd):
     assert _summary_values(out)["val/nll"] == pytest.approx(validated.metrics["val/nll"], abs=5e-5)
     assert validated.run_dir != result.run_dir
 
+    predicted = run([*TINY, "--ckpt_path", result.last_checkpoint, "--trainer.limit_predict_batches", "1",
+                     "--trainer.logger.init_args.save_dir", str(logs)], subcommand="predict")
+    out, _ = capfd.readouterr()
+    assert "iwae_pl predict finished:" in out and f"run directory: {predicted.run_dir}" in out
+
 
 def test_summary_without_metrics_or_logger_says_so():
     text = RunResult(run_dir=None, subcommand="test").format_summary()
