@@ -1,6 +1,8 @@
 """SampleImages: grid layout (originals above reconstructions), files, TensorBoard images, determinism."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -46,8 +48,17 @@ def test_trainer_writes_pngs_and_tensorboard_images(tmp_path):
     assert sorted(p.name for p in figures.iterdir()) == [
         "reconstructions_epoch0001.png", "reconstructions_epoch0002.png",
         "samples_epoch0001.png", "samples_epoch0002.png"]
-    recon = imread(figures / "reconstructions_epoch0002.png")[..., 0]
-    samples = imread(figures / "samples_epoch0002.png")[..., 0]
+    # the PNGs are titled figures in the common style; the bare grids go to TensorBoard
+    assert all(imread(figures / name).shape[1] >= 800 for name in ("reconstructions_epoch0002.png",
+                                                                    "samples_epoch0002.png"))
+    events = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0}).Reload()
+    assert {"images/samples", "images/reconstructions"} <= set(events.Tags()["images"])
+    assert [e.step for e in events.Images("images/samples")] == [4, 6]
+
+    def grid(tag):
+        return imread(io.BytesIO(events.Images(tag)[-1].encoded_image_string), format="png")[..., 0]
+
+    recon, samples = grid("images/reconstructions"), grid("images/samples")
     # 4 rows of 4 8x8 tiles with 1-pixel borders (2 pairs of rows), enlarged to >= 256 pixels
     assert recon.shape[0] / recon.shape[1] == pytest.approx(37 / 37) and recon.shape[0] >= 256
     assert samples.shape[0] / samples.shape[1] == pytest.approx(28 / 37)
@@ -56,9 +67,6 @@ def test_trainer_writes_pngs_and_tensorboard_images(tmp_path):
     tile = recon[scale:scale * 9:scale, scale:scale * 9:scale]
     first = dm.val_dataloader().dataset.data[0].view(8, 8).numpy()
     np.testing.assert_allclose(tile, first, atol=1 / 255)
-    events = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0}).Reload()
-    assert {"images/samples", "images/reconstructions"} <= set(events.Tags()["images"])
-    assert [e.step for e in events.Images("images/samples")] == [4, 6]
 
 
 def test_image_shape_from_the_datamodule_else_square():

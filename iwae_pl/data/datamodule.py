@@ -107,13 +107,15 @@ class BinarizedDataModule(pl.LightningDataModule):
     """Binary image datasets for (importance-weighted) autoencoders.
 
     Args:
-        dataset: one of ``binarized_mnist``, ``mnist``, ``omniglot``, ``fashion_mnist``, ``digits``.
-        data_dir: root of ``<data_dir>/<dataset>/<file>``; None = $IWAE_PL_DATA_DIR, else ~/.cache/iwae_pl.
-        batch_size: training batch size.
-        eval_batch_size: batch size of the validation, test and predict loaders.
-        seed: seeds the dynamic binarization, the fixed val/test binarization and the shuffling.
-        download: download missing files (checksum-verified); False = local files only.
-        num_workers: DataLoader worker processes (0 = load in the main process, usually fastest here).
+        dataset: ``digits`` (bundled, offline), ``binarized_mnist`` (Larochelle's fixed binarization),
+            ``mnist``, ``omniglot`` or ``fashion_mnist``.
+        data_dir: Root of ``<data_dir>/<dataset>/<file>``; null means $IWAE_PL_DATA_DIR, else
+            ~/.cache/iwae_pl.
+        batch_size: Training batch size (20 in the papers).
+        eval_batch_size: Batch size of the validation, test and predict loaders.
+        seed: Seeds the dynamic binarization, the fixed val/test binarization and the shuffling.
+        download: Download missing files (checksum-verified); false means local files only.
+        num_workers: DataLoader worker processes (0 loads in the main process, usually fastest).
     """
 
     def __init__(

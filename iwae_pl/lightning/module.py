@@ -58,18 +58,26 @@ class IWAEModule(pl.LightningModule):
     """Train and evaluate a VAE / IWAE / MIWAE / CIWAE / PIWAE / VR model.
 
     Args:
-        input_dim: visible units D (linked from the datamodule by the CLI).
-        layers: stochastic layers bottom-up (default: Burda's 1-layer 784-200-200-50).
-        std: Gaussian std parameterization, ``exp`` (original) or ``softplus``.
-        objective, M, K: the training objective and its sample split (M outside the log, K inside).
-        beta: CIWAE's mixing weight (ciwae only). alpha: the Renyi alpha (vr only).
-        estimator: gradient estimator: ``reparam``, ``stl`` or ``dreg``.
-        warmup_beta: initial warm-up temperature on the latent terms (a callback may change it).
-        lr, adam_betas, adam_eps: Adam settings (eps = 1e-4 as in the paper).
-        lr_schedule: ``constant`` or ``burda`` (3^i epochs at lr * 10^(-i/7), stepped per epoch).
-        init_visible_bias: set the Bernoulli bias to logit(training pixel mean) before fitting.
-        val_k: samples per point for ``val/nll`` (0 disables). test_k: for ``test/nll`` (5000 in the papers).
-        eval_seed, eval_chunk: seed of the per-point evaluation noise; samples per chunk (None: auto).
+        input_dim: Visible units D; the CLI links it from the dataset (``data.input_dim``).
+        layers: Stochastic layers bottom-up, each ``{latent, hidden, activation}``; the default is
+            Burda's 1-layer net 784-200-200-50.
+        std: Gaussian std parameterization: ``exp`` of a linear layer (the original) or ``softplus``.
+        objective: Training objective: ``vae``, ``iwae``, ``miwae``, ``ciwae``, ``piwae`` or ``vr``.
+        M: Outer samples, averaged outside the log (1 for ``vae`` and ``iwae``).
+        K: Inner samples, averaged inside the log (the IWAE k).
+        beta: CIWAE's mixing weight in [0, 1] (ciwae only); null means 0.5.
+        alpha: Renyi alpha of the VR bound (vr only); null means 0.5.
+        estimator: Encoder gradient estimator: ``reparam``, ``stl`` or ``dreg``.
+        warmup_beta: Starting warm-up temperature on the latent terms (BetaWarmup changes it).
+        lr: Adam learning rate (the first stage's rate under the ``burda`` schedule).
+        adam_betas: Adam's (beta1, beta2).
+        adam_eps: Adam's epsilon (1e-4 as in Burda et al.).
+        lr_schedule: ``constant``, or ``burda``: stage i = 0..7 runs 3^i epochs at lr * 10^(-i/7).
+        init_visible_bias: Set the pixel bias to logit(training pixel mean) before fitting.
+        val_k: Samples per point of ``val/nll`` = -L_k on the validation set (0 turns it off).
+        test_k: Samples per point of ``test/nll`` and ``predict`` (5000 in the papers).
+        eval_seed: Seed of the per-point evaluation noise (the same points get the same noise).
+        eval_chunk: Samples per point per forward pass in L_k; null picks one that bounds memory.
     """
 
     def __init__(

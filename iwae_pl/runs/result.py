@@ -70,6 +70,36 @@ class RunResult:
         os.replace(tmp, path)
         return path
 
+    def format_summary(self) -> str:
+        """A short table of the final metrics and where the run's files are, for the end of a command.
+
+        The model's own metrics (``train/``, ``val/``, ``test/``) come first, then the diagnostics'.
+        """
+        own = ("train/", "val/", "test/")
+        names = sorted(self.metrics, key=lambda n: (not n.startswith(own), n))
+        lines = [f"iwae_pl {self.subcommand} finished" + (f" ({self.stopped})" if self.stopped else "") + ":"]
+        if names:
+            width = max(len(n) for n in names)
+            lines += [f"  {n:<{width}}  {self.metrics[n]:.4f}" for n in names]
+        else:
+            lines.append("  (no metrics logged)")
+        if self.run_dir is None:
+            lines.append("run directory: none (no logger)")
+            return "\n".join(lines)
+        run_dir = Path(self.run_dir)
+        lines.append(f"run directory: {run_dir}")
+        files = [(name, run_dir / name) for name in ("config.yaml", "metrics.csv", SUMMARY)]
+        lines += [f"  {name:<12} {path}" for name, path in files if path.is_file() or name == SUMMARY]
+        if self.best_checkpoint:
+            score = "" if self.best_score is None else f" (monitored value {self.best_score:.4f})"
+            lines.append(f"  {'best ckpt':<12} {self.best_checkpoint}{score}")
+        if self.last_checkpoint:
+            lines.append(f"  {'last ckpt':<12} {self.last_checkpoint}")
+        figures = run_dir / "figures"
+        if figures.is_dir():
+            lines.append(f"  {'figures':<12} {figures}/ ({len(list(figures.glob('*.png')))} PNG files)")
+        return "\n".join(lines)
+
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> "RunResult":
         """The summary a run wrote into ``run_dir`` (FileNotFoundError if it has none)."""

@@ -1,4 +1,4 @@
-"""Output of the diagnostics: PNG files under ``<log_dir>/figures/`` and images/histograms for loggers.
+"""Output of the diagnostics: PNG files under ``<run_dir>/figures/`` and images/histograms for loggers.
 
 Only global rank 0 writes (callers may call these on every rank). Loggers that cannot take a histogram
 or an image (e.g. CSVLogger) are skipped; TensorBoard and Weights & Biases are supported. Figures use
@@ -11,44 +11,41 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 from matplotlib.figure import Figure
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+from ...diagnostics.figures import DPI, run_title
+from ..loggers import run_directory
 
 
 def figure_dir(trainer: pl.Trainer) -> Path:
-    """``<log_dir>/figures`` of the first logger (``default_root_dir`` without a logger), created.
-
-    Same directory as ``trainer.log_dir``, whose property is a collective (it broadcasts from rank 0)
-    and so must not be read on rank 0 alone, as the savers below do.
-    """
-    logger = trainer.loggers[0] if trainer.loggers else None
-    if logger is None:
-        root = trainer.default_root_dir
-    elif isinstance(logger, (TensorBoardLogger, CSVLogger)):
-        root = logger.log_dir
-    else:
-        root = logger.save_dir or trainer.default_root_dir
-    path = Path(root) / "figures"
+    """``<run_dir>/figures`` (see ``run_directory``), created; safe to call on rank 0 alone."""
+    path = Path(run_directory(trainer)) / "figures"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def save_figure(trainer: pl.Trainer, fig: Figure, name: str, dpi: int = 80) -> Path | None:
-    """Save ``fig`` as ``<figure_dir>/<name>.png`` on rank 0; returns the path (None on other ranks)."""
+def run_name(trainer: pl.Trainer) -> str:
+    """``<name>/<version>`` of the run (the last two parts of its directory), e.g. ``diagnostics/version_0``."""
+    path = Path(run_directory(trainer))
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def figure_title(trainer: pl.Trainer, pl_module: pl.LightningModule, what: str,
+                 epoch: int | str | None = None) -> str:
+    """The title of a run's figure: what it shows, the run, its objective with M and K, the epoch."""
+    hp = getattr(pl_module, "hparams", {})  # any module the callbacks work with, not only IWAEModule
+    M, K = getattr(getattr(pl_module, "objective", None), "sample_shape", (hp.get("M"), hp.get("K")))
+    epoch = trainer.current_epoch if epoch is None else epoch
+    return run_title(run_name(trainer), hp.get("objective"), M, K, epoch, what)
+
+
+def save_figure(trainer: pl.Trainer, fig: Figure, name: str) -> Path | None:
+    """Save ``fig`` as ``<figure_dir>/<name>.png`` on rank 0 (``DPI``, uncropped: the style's width); the
+    title also goes into the PNG's ``Title`` text field. Returns the path (None on other ranks)."""
     if not trainer.is_global_zero:
         return None
     path = figure_dir(trainer) / f"{name}.png"
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
-
-
-def save_image(trainer: pl.Trainer, image: np.ndarray, name: str) -> Path | None:
-    """Save a gray image [H, W] with values in [0, 1] (1 = white) as ``<figure_dir>/<name>.png``."""
-    if not trainer.is_global_zero:
-        return None
-    from matplotlib.image import imsave
-
-    path = figure_dir(trainer) / f"{name}.png"
-    imsave(path, image, cmap="gray", vmin=0.0, vmax=1.0)
+    fig.savefig(path, dpi=DPI, metadata={"Title": fig.get_suptitle()})
     return path
 
 

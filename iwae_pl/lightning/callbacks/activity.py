@@ -24,7 +24,7 @@ from ...diagnostics.figures import histogram_figure
 from ...errors import check_choice, check_float, check_int
 from ...model.likelihood import log_likelihood
 from ._common import SOURCES, epoch_due, fixed_examples, log_global, shard, sum_across_processes
-from ._figures import log_histogram, save_figure
+from ._figures import figure_title, log_histogram, save_figure
 
 PROPAGATE = ("sample", "mean")
 PRUNE_STAGES = ("test", "validate")
@@ -70,6 +70,7 @@ class ActivityStats(Callback):
         self.seed = check_int("seed", seed, 0)
         self.batch_size = check_int("batch_size", batch_size)
         self.activity: list[Tensor] | None = None  # the latest A_u per layer, [d_l] (on every process)
+        self.examples = 0  # size of the fixed set the latest A_u was computed on
         self._keep: list[Tensor] | None = None
         self._nll: Tensor | None = None  # running (count, sum -L_k pruned, sum -L_k all) of this process
 
@@ -78,6 +79,7 @@ class ActivityStats(Callback):
         """A_u per layer over the fixed set, gathered across processes (every process gets the result)."""
         net = pl_module.net
         x, index = fixed_examples(trainer, self.source, self.num_examples, self.seed)
+        self.examples = len(x)  # the whole set's size (a split may hold fewer than num_examples)
         x, index = shard(x, index, trainer)
         param = next(net.parameters())
         was_training = net.training
@@ -98,10 +100,11 @@ class ActivityStats(Callback):
         per_layer = {f"active/layer{i}": c for i, c in enumerate(counts, 1)}
         log_global(pl_module, {**per_layer, "active/total": sum(counts)})
         if trainer.is_global_zero:
-            self._plot(trainer, activity, counts, tag)
+            self._plot(trainer, pl_module, activity, counts, tag)
         return activity
 
-    def _plot(self, trainer: pl.Trainer, activity: list[Tensor], counts: list[int], tag: str) -> None:
+    def _plot(self, trainer: pl.Trainer, pl_module: pl.LightningModule, activity: list[Tensor],
+              counts: list[int], tag: str) -> None:
         panels = []
         log_a = [a.clamp_min(1e-30).log10().cpu().numpy() for a in activity]
         lo = min(-6.0, np.floor(min(v.min() for v in log_a)))
@@ -111,8 +114,10 @@ class ActivityStats(Callback):
             hist, _ = np.histogram(np.clip(v, lo, hi), edges)
             log_histogram(trainer, f"active/log10_A_layer{i}", hist, edges)
             panels.append((f"layer {i}: {c}/{len(v)} active", hist, edges))
-        fig = histogram_figure(panels, r"$\log_{10} A_u$", threshold=float(np.log10(self.threshold)),
-                               ylabel="units")
+        what = f"activity A_u over {self.examples} {self.source} examples"
+        title = figure_title(trainer, pl_module, what, "test" if tag == "test" else None)
+        fig = histogram_figure(panels, r"$\log_{10} A_u$ (dashed: threshold)", title,
+                               threshold=float(np.log10(self.threshold)), ylabel="units")
         save_figure(trainer, fig, f"activity_{tag}")
 
     # --- hooks: measurement -----------------------------------------------------------------------

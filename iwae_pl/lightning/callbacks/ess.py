@@ -19,10 +19,10 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
 from ...diagnostics.ess import ess_stats, weight_histogram
-from ...diagnostics.figures import histogram_figure
+from ...diagnostics.figures import curves_figure, histogram_figure
 from ...errors import ConfigError, check_float, check_int
 from ._common import epoch_due, log_global, sum_across_processes
-from ._figures import log_histogram, save_figure
+from ._figures import figure_title, log_histogram, save_figure
 
 LOG10_W_MIN = -10.0  # left edge of the weight histogram; smaller normalized weights go in the first bin
 HIST_BINS = 50
@@ -52,6 +52,7 @@ class EffectiveSampleSize(Callback):
         self.history: list[dict[str, float]] = []  # epoch means so far (rank 0's view; saved in checkpoints)
         self._sums: Tensor | None = None  # (count, sum group, sum all, sum above) of this process
         self._hist: Tensor | None = None
+        self._M = 1  # outer samples of the latest batch's log-weights [M, K, B]
 
     def _histogram_due(self, trainer: pl.Trainer) -> bool:
         return self.histogram_every_n_epochs > 0 and epoch_due(trainer, self.histogram_every_n_epochs)
@@ -68,6 +69,7 @@ class EffectiveSampleSize(Callback):
         if log_w is None:
             raise ConfigError("EffectiveSampleSize needs training_step to return "
                               "{'loss': ..., 'log_w': [M, K, B]}")
+        self._M = log_w.shape[0]
         s = ess_stats(log_w, self.threshold)
         per_point = [torch.ones_like(s["group"]), s["group"], s["all"], s["above_threshold"]]
         self._sums += torch.stack(per_point).sum(1)
@@ -83,32 +85,29 @@ class EffectiveSampleSize(Callback):
         log_global(pl_module, means)
         self.history.append({"epoch": trainer.current_epoch, **means})
         if totals["hist"] is not None and trainer.is_global_zero:
-            self._plot(trainer, totals["hist"].cpu().numpy())
+            self._plot(trainer, pl_module, totals["hist"].cpu().numpy())
 
-    def _plot(self, trainer: pl.Trainer, counts: np.ndarray) -> None:
+    def _plot(self, trainer: pl.Trainer, pl_module: pl.LightningModule, counts: np.ndarray) -> None:
         edges = self.edges.numpy()
         log_histogram(trainer, "ess/log10_weights", counts, edges)
-        title = f"epoch {trainer.current_epoch}: normalized weights (first bin: <= 1e{LOG10_W_MIN:.0f})"
-        fig = histogram_figure([(title, counts, edges)], r"$\log_{10} \tilde w$",
+        panel = f"all samples of the epoch (first bin: <= 1e{LOG10_W_MIN:.0f})"
+        fig = histogram_figure([(panel, counts, edges)], r"$\log_{10} \tilde w$ (dashed: threshold)",
+                               figure_title(trainer, pl_module, "normalized importance weights"),
                                threshold=math.log10(self.threshold), ylabel="samples")
         save_figure(trainer, fig, f"ess_weights_epoch{trainer.current_epoch:04d}")
-        save_figure(trainer, self.curve_figure(), "ess_curve")
+        save_figure(trainer, self.curve_figure(figure_title(trainer, pl_module, "ESS during training"), self._M),
+                    "ess_curve")
 
-    def curve_figure(self) -> Figure:
-        """ESS epoch means so far against the epoch (two panels: ESS, weights above threshold)."""
-        fig = Figure(figsize=(7.2, 2.8))
+    def curve_figure(self, title: str, M: int = 1) -> Figure:
+        """ESS epoch means so far against the epoch (two panels: ESS, weights above threshold); the
+        ESS over all M*K samples is a second line only when M > 1 (it equals the per-group one at M = 1)."""
         epochs = [h["epoch"] for h in self.history]
-        ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-        ax1.plot(epochs, [h["ess/group"] for h in self.history], label="per group of K")
-        ax1.plot(epochs, [h["ess/all"] for h in self.history], "--", label="over all M*K")
-        ax1.set_ylabel("effective sample size")
-        ax1.legend(fontsize=8)
-        ax2.plot(epochs, [h["ess/above_threshold"] for h in self.history])
-        ax2.set_ylabel(f"weights > {self.threshold:g}")
-        for ax in (ax1, ax2):
-            ax.set_xlabel("epoch")
-        fig.tight_layout()
-        return fig
+        ess = [("per group of K", epochs, [h["ess/group"] for h in self.history])]
+        if M > 1:
+            ess.append(("over all M*K", epochs, [h["ess/all"] for h in self.history]))
+        above = [("", epochs, [h["ess/above_threshold"] for h in self.history])]
+        return curves_figure([("effective sample size", ess, False),
+                              (f"weights > {self.threshold:g} per group", above, False)], title)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": list(self.history)}

@@ -11,7 +11,8 @@ from pytorch_lightning.callbacks import Callback
 from ...diagnostics.images import image_grid, interleave_rows, model_samples, reconstructions
 from ...errors import ConfigError, check_choice, check_int
 from ._common import SOURCES, epoch_due, fixed_examples
-from ._figures import log_image, save_image
+from ...diagnostics.figures import image_figure
+from ._figures import figure_title, log_image, save_figure
 
 
 def image_shape(trainer: pl.Trainer, input_dim: int) -> tuple[int, int]:
@@ -34,15 +35,18 @@ class SampleImages(Callback):
       time, so the grids of successive epochs are comparable);
     - ``<log_dir>/figures/reconstructions_epoch{E}.png``: the first ``num_reconstructions`` examples
       of ``source``, each row of originals followed by the row of their reconstructions
-      p(x = 1 | h1 = E_q[h1 | x]);
+      p(x = 1 | h1 = E_q[h1 | x]), the rows labelled ``original`` / ``reconstruction``;
 
     and sends both to TensorBoard (``add_image``) / W&B (``log_image``) as ``images/samples`` and
     ``images/reconstructions``. The image shape is ``trainer.datamodule.image_shape`` (square if absent).
 
     Args:
-        every_n_epochs: training epochs between grids. num_samples, num_reconstructions: grid sizes
-            (0 turns one off). ncol: images per grid row. source: where the reconstructed examples come
-            from (``val`` default). seed: seeds the samples and the binarization of the examples.
+        every_n_epochs: Training epochs between grids (also drawn after the last epoch).
+        num_samples: Model samples in the samples grid (0 turns it off).
+        num_reconstructions: Examples in the reconstructions grid (0 turns it off).
+        ncol: Images per grid row.
+        source: Split the reconstructed examples come from: ``val``, ``train`` or ``test``.
+        seed: Seeds the samples and the binarization of the examples.
     """
 
     def __init__(self, every_n_epochs: int = 10, num_samples: int = 64, num_reconstructions: int = 16,
@@ -68,16 +72,23 @@ class SampleImages(Callback):
             if self.num_samples:
                 generator = torch.Generator(device=param.device).manual_seed(self.seed)
                 probs = model_samples(net, self.num_samples, generator).view(-1, *shape)
-                self._emit(trainer, "samples", image_grid(probs, self.ncol), tag)
+                title = figure_title(trainer, pl_module, "samples p(x=1|h), h from the prior")
+                self._emit(trainer, "samples", image_grid(probs, self.ncol), tag, title)
             if self.num_reconstructions:
                 x = fixed_examples(trainer, self.source, self.num_reconstructions, self.seed)[0].to(param)
                 recon = reconstructions(net, x).view(-1, *shape)
                 tiles = interleave_rows(x.view(-1, *shape), recon, self.ncol)
-                self._emit(trainer, "reconstructions", image_grid(tiles, self.ncol), tag)
+                title = figure_title(trainer, pl_module, f"reconstructions p(x=1|E_q[h|x]) of {self.source} examples")
+                rows = 2 * math.ceil(len(x) / self.ncol)
+                self._emit(trainer, "reconstructions", image_grid(tiles, self.ncol), tag, title,
+                           ("original", "reconstruction"), rows)
         finally:
             net.train(was_training)
 
     @staticmethod
-    def _emit(trainer: pl.Trainer, kind: str, grid: np.ndarray, tag: str) -> None:
-        save_image(trainer, grid, f"{kind}_{tag}")
+    def _emit(trainer: pl.Trainer, kind: str, grid: np.ndarray, tag: str, title: str,
+              row_labels: tuple[str, ...] = (), rows: int = 0) -> None:
+        """The PNG gets a titled figure (rows labelled); loggers get the bare grid."""
+        if trainer.is_global_zero:
+            save_figure(trainer, image_figure(grid, title, row_labels, rows), f"{kind}_{tag}")
         log_image(trainer, f"images/{kind}", grid)

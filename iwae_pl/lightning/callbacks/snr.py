@@ -8,18 +8,23 @@ bounds starve the encoder of signal.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from ...diagnostics.figures import curves_figure
 from ...diagnostics.snr import gradient_snr
 from ...errors import check_choice, check_int
 from ._common import SOURCES, epoch_due, fixed_examples, log_global
+from ._figures import figure_title, save_figure
 
 
 class GradientSNR(Callback):
     """Logs ``snr/encoder`` and ``snr/decoder`` (see ``gradient_snr``) every ``every_n_epochs`` epochs,
-    for the module's own objective and estimator (``pl_module.objective``), at beta = 1.
+    for the module's own objective and estimator (``pl_module.objective``), at beta = 1, and draws
+    their history so far in ``<run_dir>/figures/snr_curve.png`` (log scale).
 
     The batch is fixed: the first ``batch_size`` examples of ``source`` (binarized once with ``seed``),
     and the noise of every measurement comes from a private generator seeded with ``seed``, so values
@@ -43,6 +48,7 @@ class GradientSNR(Callback):
         self.batch_size = check_int("batch_size", batch_size)
         self.source = check_choice("SNR source", source, SOURCES)
         self.seed = check_int("seed", seed, 0)
+        self.history: list[dict[str, float]] = []  # measurements so far (saved in checkpoints)
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         net = pl_module.net
@@ -59,5 +65,21 @@ class GradientSNR(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if epoch_due(trainer, self.every_n_epochs):
-            snr = self.measure(trainer, pl_module)
-            log_global(pl_module, {f"snr/{k}": v for k, v in snr.items()})
+            snr = {f"snr/{k}": v for k, v in self.measure(trainer, pl_module).items()}
+            log_global(pl_module, snr)
+            self.history.append({"epoch": trainer.current_epoch, **snr})
+            if trainer.is_global_zero:
+                title = figure_title(trainer, pl_module, f"gradient SNR on {self.batch_size} {self.source} examples")
+                save_figure(trainer, self.curve_figure(title), "snr_curve")
+
+    def curve_figure(self, title: str):
+        """Encoder and decoder SNR so far against the epoch, one panel, log scale."""
+        epochs = [h["epoch"] for h in self.history]
+        lines = [(part, epochs, [h[f"snr/{part}"] for h in self.history]) for part in ("encoder", "decoder")]
+        return curves_figure([("gradient SNR (mean over parameters)", lines, True)], title)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))

@@ -29,12 +29,14 @@ class BetaWarmup(Callback):
 
     Args:
         schedule: one of ``linear``, ``sigmoid``, ``cosine``, ``constant``.
-        start, end: beta at the beginning and at the end of the warm-up (>= 0; usually 0 -> 1).
-        epochs: warm-up length in epochs (default 200, Sønderby's MNIST setting), or
-        steps: warm-up length in optimizer steps (give one of the two).
-        interval: how often beta is updated: ``epoch`` (at the start of each epoch, t = epoch) or
+        start: beta at the beginning of the warm-up (>= 0; usually 0).
+        end: beta at the end of the warm-up and after it (>= 0; usually 1).
+        epochs: Warm-up length in epochs; null means 200 (Sønderby's MNIST setting) unless
+            ``steps`` is given.
+        steps: Warm-up length in optimizer steps (give ``epochs`` or ``steps``, not both).
+        interval: How often beta is updated: ``epoch`` (at the start of each epoch, t = epoch) or
             ``step`` (before every batch; t = global step, or the fractional epoch when the length
-            is in epochs). Default: ``step`` if ``steps`` is given, else ``epoch``.
+            is in epochs); null means ``step`` if ``steps`` is given, else ``epoch``.
         steepness: slope of the ``sigmoid`` schedule.
     """
 
