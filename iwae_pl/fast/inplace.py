@@ -25,11 +25,15 @@ def has_hooks(module: nn.Module) -> bool:
 
 def mlp_forward(mlp: nn.Sequential, t: Tensor) -> Tensor:
     """``mlp(t)``, with tanh / ReLU in place where that is safe."""
-    if has_hooks(mlp):
+    if has_hooks(mlp) or len(mlp) == 0:
         return mlp(t)
+    # Rows as one matrix: a Linear on [*S, B, n] returns a *view* of its 2-D product, and an in-place
+    # op on a view makes autograd copy the whole gradient (CopySlices) in the backward.
+    lead = t.shape[:-1]
+    t = t.reshape(-1, t.shape[-1])
     fresh = False  # True when t is a Linear output that nothing else refers to
     for m in mlp:
         inplace = INPLACE_ACTIVATIONS.get(type(m))
         t = inplace(t) if fresh and inplace is not None else m(t)
         fresh = type(m) is nn.Linear
-    return t
+    return t.view(*lead, t.shape[-1])
