@@ -95,6 +95,85 @@ def test_bernoulli_log_prob_non_contiguous_and_extreme_logits():
     assert torch.isfinite(bernoulli_log_prob(x, logits)).all()
 
 
+@pytest.mark.parametrize("S", [(1,), (3,), (2, 4)])
+@pytest.mark.parametrize("binary", [True, False])
+def test_fused_visible_layer_values_and_gradients(S, binary):
+    """VisibleBernoulli (head + pixel term in one autograd function) equals head-then-reference on the
+    same input: values and the gradients of the input and of the head's weight and bias (float64)."""
+    torch.manual_seed(0)
+    block = BernoulliBlock(4, (6, 5), 11, "tanh").double()
+    with torch.no_grad():
+        block.head.weight.mul_(15.0)  # logits far beyond +-20 too
+    t = torch.randn(*S, 3, 4, dtype=torch.float64, requires_grad=True)
+    x = (torch.rand(3, 11) < 0.5).double() if binary else torch.rand(3, 11, dtype=torch.float64)
+    ref = straightforward_bernoulli(x, block(t))
+    fast = block.log_prob(x, t)
+    assert fast.shape == ref.shape == (*S, 3) and fast.grad_fn is not None
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-10)
+    w = torch.randn(ref.shape, dtype=torch.float64)
+    params = [t, *block.parameters()]
+    for a, b in zip(torch.autograd.grad((fast * w).sum(), params), torch.autograd.grad((ref * w).sum(), params)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-8)  # F.softplus is linear past 20: < e^-20 apart
+
+
+def test_fused_visible_layer_gradcheck_and_float32():
+    from iwae_pl.fast.bernoulli import VisibleBernoulli
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(2, 3, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(7, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    bias = torch.randn(7, dtype=torch.float64, generator=g, requires_grad=True)
+    x = (torch.rand(3, 7, generator=g) < 0.5).double()
+    assert torch.autograd.gradcheck(lambda a, w, b: VisibleBernoulli.apply(a, w, b, x), (a, weight, bias))
+    # float32 at MNIST size: as close to the float64 reference as float32 rounding allows
+    block = BernoulliBlock(50, (200,), 784, "tanh")
+    t32 = torch.randn(40, 20, 50)
+    x32 = (torch.rand(20, 784) < 0.3).float()
+    ref = straightforward_bernoulli(x32.double(), copy.deepcopy(block).double()(t32.double()))
+    err = (block.log_prob(x32, t32).double() - ref).abs().max()
+    assert err < 1e-6 * ref.abs().max() + 1e-4, err
+
+
+def test_fused_visible_layer_steps_aside_for_hooks_and_data_gradients():
+    block = BernoulliBlock(4, (6,), 11, "tanh").double()
+    t = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    x = (torch.rand(3, 11) < 0.5).double().requires_grad_()
+    out = block.log_prob(x, t)  # x needs a gradient: the reference expression
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(gx, block(t).detach().sum(0))  # d/dx of sum x l - softplus(l) is l
+    seen = []
+    block.head.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    block.log_prob(x.detach(), t)
+    assert seen == [torch.Size([2, 3, 11])]
+
+
+def test_softplus_sum_and_log_prod():
+    from iwae_pl.fast.bernoulli import log_prod_, softplus_sum_
+    g = torch.Generator().manual_seed(4)
+    for D in (784, 16, 12, 7):  # even to 16 groups, partly, and odd
+        logits = torch.randn(5, D, dtype=torch.float64, generator=g) * 30
+        exact = torch.logaddexp(logits, torch.zeros(())).sum(-1)  # log(1 + e^l) (F.softplus is linear past 20)
+        torch.testing.assert_close(softplus_sum_(logits.clone()), exact, rtol=1e-13, atol=1e-10)
+        v = torch.rand(5, D, dtype=torch.float64, generator=g) * 1.5 + 0.5
+        torch.testing.assert_close(log_prod_(v.clone()), v.log().sum(-1), rtol=1e-13, atol=1e-12)
+
+
+def test_mlp_rows_as_one_matrix_keep_the_sample_shape_and_make_no_gradient_copies():
+    """In-place tanh on a Linear output that is a view made autograd copy whole gradients (CopySlices);
+    mlp_forward runs the rows as one matrix, so no such node appears in the graph."""
+    net = IWAENetwork(9, [LayerSpec(3, (6, 5))])
+    t = torch.randn(2, 4, 9, requires_grad=True)
+    out = mlp_forward(net.encoder.blocks[0].mlp, t)
+    assert out.shape == (2, 4, 5)
+    torch.testing.assert_close(out, net.encoder.blocks[0].mlp(t), rtol=0, atol=0)
+    seen, stack = set(), [out.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            stack += [f for f, _ in fn.next_functions]
+    assert not any("CopySlices" in type(f).__name__ or "AsStrided" in type(f).__name__ for f in seen)
+
+
 # ------------------------------------------------------------------------------------------ evaluation path
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu", "softplus", "gelu"])
 def test_mlp_forward_in_place_activations(activation):
