@@ -13,8 +13,8 @@ Sections (``--sections``, default all):
   train     Burda's 2-layer model, IWAE K = 50, batch 20 (also K = 1 and 5 unless --quick): the
             project's network and objective in a hand loop vs the per-sample reference (``naive.py``),
             plain and with ``torch.set_flush_denormal(True)`` (its strongest one-line setting).
-  flush     the project's subnormal-gradient hook vs torch.set_flush_denormal vs neither, at Glorot
-            initialization (where normalized weights underflow most) and after warm-up.
+  flush     the project with and without torch.set_flush_denormal(True), at Glorot initialization
+            (where normalized weights underflow into subnormals most) and after warm-up.
   pythae    1-layer model, K = 50: the project vs pythae's IWAE (``peers.py``; skipped with a note
             when pythae is not installed: ``pip install -e .[bench]``).
   lightning Trainer.fit(IWAEModule) (CSVLogger, checkpointing, progress bar off) vs the same network
@@ -270,18 +270,6 @@ def flush_denormal(on: bool):
         torch.set_flush_denormal(False)
 
 
-@contextlib.contextmanager
-def without_flush_hook():
-    """The project's objectives without their subnormal-gradient hook."""
-    from iwae_pl.model import objectives
-    real = objectives._flushed
-    objectives._flushed = lambda t: t
-    try:
-        yield
-    finally:
-        objectives._flushed = real
-
-
 def run_steps(ctx, make, steps: int, skip: int = 5, wrap=contextlib.nullcontext) -> float:
     """Steps per second of a freshly made variant over `steps` steps after `skip` untimed ones."""
     it = ctx.batches()
@@ -360,21 +348,13 @@ def section_flush(ctx, res):
     for state in ("init", "warm"):
         warm = state == "warm"
         variants = {
-            "hook (project)": (lambda: make_project(ctx, "2", 1, 50, warm), contextlib.nullcontext),
-            "no hook": (lambda: make_project(ctx, "2", 1, 50, warm), without_flush_hook),
-            "no hook + set_flush_denormal": (lambda: make_project(ctx, "2", 1, 50, warm),
-                                             lambda: _both(without_flush_hook(), flush_denormal(True))),
+            "project": (lambda: make_project(ctx, "2", 1, 50, warm), contextlib.nullcontext),
+            "project + set_flush_denormal": (lambda: make_project(ctx, "2", 1, 50, warm), lambda: flush_denormal(True)),
         }
         steps = max(10, int(args.budget * 20))
         per = interleaved(ctx, variants, steps, args.rounds, f"flush {state}")
         out[state] = {n: {"steps_per_s": median(v), "rounds": v} for n, v in per.items()}
     res["flush"] = out
-
-
-@contextlib.contextmanager
-def _both(a, b):
-    with a, b:
-        yield
 
 
 def section_pythae(ctx, res):
