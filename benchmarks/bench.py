@@ -610,7 +610,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--eval-rounds", type=int, default=2)
-    p.add_argument("--eval-points", type=int, default=20)
+    p.add_argument("--eval-points", type=int, default=50)
     p.add_argument("--budget", type=float, default=None, help="seconds per variant and round")
     p.add_argument("--warm-steps", type=int, default=300)
     args = p.parse_args(argv)
