@@ -145,6 +145,16 @@ def test_fused_visible_layer_steps_aside_for_hooks_and_data_gradients():
     assert seen == [torch.Size([2, 3, 11])]
 
 
+def test_fused_paths_step_aside_under_autocast():
+    """Under mixed precision the reference's float32 ops (softplus, tanh) must stay as autocast makes them."""
+    block = BernoulliBlock(4, (6,), 11, "tanh")
+    t = torch.randn(2, 3, 4, requires_grad=True)
+    x = (torch.rand(3, 11) < 0.5).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, ref = block.log_prob(x, t), straightforward_bernoulli(x, block(t))
+    assert torch.equal(fast, ref)
+
+
 def test_softplus_sum_and_log_prod():
     from iwae_pl.fast.bernoulli import log_prod_, softplus_sum_
     g = torch.Generator().manual_seed(4)

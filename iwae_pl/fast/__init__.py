@@ -2,7 +2,7 @@
 
     inplace     MLPs with tanh / ReLU in place, training tanh via sigmoid   (reference: ``nn.Sequential``)
     bernoulli   the visible head + Bernoulli pixel term as one autograd function; softplus sums
-                                                        (reference: head, then ``model.densities.bernoulli_log_prob``)
+                (reference: the head, then ``model.densities.bernoulli_log_prob``)
     eval_pass   the CPU evaluation pass behind L_k         (reference: ``IWAENetwork.log_weights``)
     workspace   per-thread reused buffers for the no-autograd paths
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .inplace import has_hooks, mlp_forward
+from .inplace import autocast_on, has_hooks, mlp_forward
 from .workspace import Workspace
 
 _TREE_LEVELS = 4  # products of up to 2^4 = 16 factors in [1/2, 1]: >= 2^-16, exact to a few ulp
@@ -147,13 +147,19 @@ def softplus_(t: Tensor) -> Tensor:
 
 
 def _fused_applies(block: nn.Module, x: Tensor, t: Tensor) -> bool:
-    """Whether ``VisibleBernoulli`` can stand in for head + Bernoulli term: no hooks, data x [B, D]."""
-    return (not has_hooks(block) and not x.requires_grad and x.dim() == 2 and t.dim() >= 2
-            and x.shape[0] == t.shape[-2] and x.shape[1] == block.head.out_features and x.dtype == t.dtype)
+    """Whether ``VisibleBernoulli`` can stand in for head + Bernoulli term: no hooks, no autocast,
+    data x [B, D] that needs no gradient."""
+    return (not has_hooks(block) and not autocast_on(t) and not x.requires_grad and x.dim() == 2
+            and t.dim() >= 2 and x.shape[0] == t.shape[-2] and x.shape[1] == block.head.out_features
+            and x.dtype == t.dtype)
 
 
 def visible_log_prob(block: nn.Module, x: Tensor, t: Tensor) -> Tensor:
-    """``bernoulli_log_prob(x, block(t))`` for a BernoulliBlock (``mlp``, ``head``): t [*S, B, d1] -> [*S, B]."""
+    """``bernoulli_log_prob(x, block(t))`` for a BernoulliBlock (``mlp``, ``head``).
+
+    t [*S, B, d1] -> [*S, B]. With autograd, ``VisibleBernoulli``; without it, row blocks of about
+    ROW_BLOCK rows with their logits in a reused buffer.
+    """
     if not _fused_applies(block, x, t):
         return bernoulli_log_prob(x, block.head(mlp_forward(block.mlp, t)))
     B, D = x.shape
@@ -169,5 +175,6 @@ def visible_log_prob(block: nn.Module, x: Tensor, t: Tensor) -> Tensor:
         a = mlp_forward(block.mlp, samples[s0:s0 + per_block])  # [s, B, H]
         rows = a.shape[0] * B
         logits = torch.addmm(head.bias, a.reshape(rows, -1), head.weight.t(), out=_scratch(rows, D, a))
-        torch.sub(_x_dot_logits(a, xw, xb), softplus_sum_(logits).view(a.shape[0], B), out=out[s0:s0 + per_block])
+        log_px = _x_dot_logits(a, xw, xb).sub_(softplus_sum_(logits).view(a.shape[0], B))
+        out[s0:s0 + per_block] = log_px
     return out.view(t.shape[:-1])

@@ -18,7 +18,9 @@ INPLACE_ACTIVATIONS = {nn.Tanh: Tensor.tanh_, nn.ReLU: Tensor.relu_}
 
 
 class TrainingTanh(torch.autograd.Function):
-    """tanh(t) = 2 sigmoid(2t) - 1 in place on t (a Linear output nothing else reads); backward (1 - y^2) g."""
+    """tanh(t) = 2 sigmoid(2t) - 1 in place on t (a Linear output nothing else reads).
+
+    Backward (1 - y^2) g from the saved output y, as torch's tanh."""
 
     @staticmethod
     def forward(ctx, t: Tensor) -> Tensor:
@@ -35,6 +37,15 @@ class TrainingTanh(torch.autograd.Function):
 
 _GLOBAL_HOOKS = (getattr(nn.modules.module, "_global_forward_hooks", None),
                  getattr(nn.modules.module, "_global_forward_pre_hooks", None))
+
+
+def autocast_on(t: Tensor) -> bool:
+    """Whether autocast (mixed precision) is active for t's device: the fused paths then step aside,
+    so that the reference's float32 ops stay float32."""
+    try:
+        return torch.is_autocast_enabled(t.device.type)
+    except TypeError:  # torch < 2.4: no device argument (CUDA only); CPU autocast has its own query
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
 
 
 def has_hooks(module: nn.Module) -> bool:
@@ -55,7 +66,7 @@ def mlp_forward(mlp: nn.Sequential, t: Tensor) -> Tensor:
     lead = t.shape[:-1]
     t = t.reshape(-1, t.shape[-1])
     fresh = False  # True when t is a Linear output that nothing else refers to
-    training = torch.is_grad_enabled()
+    training = torch.is_grad_enabled() and not autocast_on(t)
     for m in mlp:
         inplace = INPLACE_ACTIVATIONS.get(type(m))
         if training and type(m) is nn.Tanh:
