@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .inplace import autocast_on, has_hooks, mlp_forward
+from .inplace import FUSED_MIN, autocast_on, has_hooks, mlp_forward
 from .workspace import Workspace
 
 _TREE_LEVELS = 4  # products of up to 2^4 = 16 factors in [1/2, 1]: >= 2^-16, exact to a few ulp
@@ -167,6 +167,8 @@ def visible_log_prob(block: nn.Module, x: Tensor, t: Tensor) -> Tensor:
     head = block.head
     if torch.is_grad_enabled():
         a = mlp_forward(block.mlp, samples)
+        if a.shape[0] * B * D < FUSED_MIN:
+            return bernoulli_log_prob(x, head(a)).view(t.shape[:-1])
         return VisibleBernoulli.apply(a, head.weight, head.bias, x).view(t.shape[:-1])
     per_block = max(1, ROW_BLOCK // B)  # samples per block
     out = t.new_empty(samples.shape[:2])

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 INPLACE_ACTIVATIONS = {nn.Tanh: Tensor.tanh_, nn.ReLU: Tensor.relu_}
+FUSED_MIN = 1 << 15  # elements; below it a Python-level autograd function costs more than it saves
 
 
 class TrainingTanh(torch.autograd.Function):
@@ -69,7 +70,7 @@ def mlp_forward(mlp: nn.Sequential, t: Tensor) -> Tensor:
     training = torch.is_grad_enabled() and not autocast_on(t)
     for m in mlp:
         inplace = INPLACE_ACTIVATIONS.get(type(m))
-        if training and type(m) is nn.Tanh:
+        if training and type(m) is nn.Tanh and t.numel() >= FUSED_MIN:
             inplace = TrainingTanh.apply
         t = inplace(t) if fresh and inplace is not None else m(t)
         fresh = type(m) is nn.Linear
