@@ -21,7 +21,9 @@ Sections (``--sections``, default all):
             in the hand loop, 2-layer, K = 50.
   eval      L_5000 on evenly spaced test points (the full 10,000 on a GPU), each configuration in a
             fresh process with its peak memory: the project's default, its network path, and the
-            per-sample reference at several chunk sizes (samples per pass, all points together).
+            per-sample reference at several chunk sizes (samples per pass, all points together); on a
+            CPU with T > 1 threads also the network path with whole points spread over T threads
+            (torch single-threaded in each), the evaluation pass's own threading.
 
 Method: all variants start from the same briefly trained parameters; in every round each variant
 runs a fixed number of steps after a few untimed ones, in an order rotated every round; tables give
@@ -465,6 +467,23 @@ def eval_worker(spec: dict) -> dict:
 
         def run(xb, ib):
             return naive.log_likelihood(xb, k, chunk=spec["chunk"])
+    elif spec["impl"] == "network threads":  # the network path, whole points spread over threads
+        from concurrent.futures import ThreadPoolExecutor
+        threads = spec["threads"]
+
+        def one_thread(xb, ib, first):
+            torch.set_num_threads(1)
+            return [iwae_pl.log_likelihood(net, xb[b:b + 1], ib[b:b + 1], k, seed=0, eval_pass=False, chunk=k)
+                    for b in range(first, len(xb), threads)]
+
+        def run(xb, ib):
+            with ThreadPoolExecutor(threads) as pool:
+                parts = list(pool.map(lambda first: one_thread(xb, ib, first), range(threads)))
+            torch.set_num_threads(threads)
+            out = torch.empty(len(xb), device=xb.device)
+            for first, values in enumerate(parts):
+                out[first::threads] = torch.cat(values)
+            return out
     else:
         kw = {"eval_pass": False} if spec["impl"] == "network" else {}
 
@@ -504,6 +523,8 @@ def section_eval(ctx, res):
     points = None if gpu else (10 if args.quick else args.eval_points)
     configs = {"project default": {"impl": "project", "batch": 500 if gpu else 20},
                "project network path": {"impl": "network", "batch": 500 if gpu else 20}}
+    if not gpu and torch.get_num_threads() > 1:  # what the CPU evaluation pass's threading gives the network path
+        configs["project network path, points over threads"] = {"impl": "network threads", "batch": 20}
     chunks = (16, 50, 200) if args.quick else (8, 16, 50, 100, 500)
     for chunk in chunks:  # the naive reference's sweep: samples per pass, all points of a batch together
         configs[f"naive chunk {chunk}"] = {"impl": "naive", "chunk": chunk, "batch": 500 if gpu else 20}
