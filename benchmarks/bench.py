@@ -2,7 +2,7 @@
 """Performance benchmark of iwae_pl against the strongest straightforward references, as fractions of
 the machine's matrix-multiply peak. One command, tables on stdout, everything in a JSON file:
 
-    python benchmarks/bench.py                     # all sections (~12 min on 2 CPU cores)
+    python benchmarks/bench.py                     # all sections (estimated 7-10 min on 2 idle CPU cores)
     python benchmarks/bench.py --quick             # fewer rounds and points (~3 min)
     python benchmarks/bench.py --device cuda --tf32 --dtype bfloat16   # on a GPU (float32 by default)
 
