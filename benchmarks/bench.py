@@ -1,44 +1,42 @@
 #!/usr/bin/env python
-"""Performance benchmark of iwae_pl: one command, a table on stdout and a JSON file.
+"""Performance benchmark of iwae_pl against the strongest straightforward references, as fractions of
+the machine's matrix-multiply peak. One command, tables on stdout, everything in a JSON file:
 
-    python benchmarks/bench.py            # full run (~14 min on 2 CPU cores)
-    python benchmarks/bench.py --quick    # smaller subsets and fewer repeats (~2.5 min)
+    python benchmarks/bench.py                     # all sections (estimated 7-10 min on 2 idle CPU cores)
+    python benchmarks/bench.py --quick             # fewer rounds and points (~3 min)
+    python benchmarks/bench.py --device cuda --tf32 --dtype bfloat16   # on a GPU (float32 by default)
 
-Sections (Burda et al.'s 2-layer MNIST model ``BURDA_2_LAYER``, batch 20, binarized MNIST):
+Sections (``--sections``, default all):
+  peak      torch.mm at every matrix shape of the training step (rows = batch x samples): the GEMM
+            peak (the fastest of them) and the GEMM-only time of a step, i.e. the step's ceiling if
+            nothing but its matrix products cost anything. Measured at the start and at the end.
+  train     Burda's 2-layer model, IWAE K = 50, batch 20 (also K = 1 and 5 unless --quick): the
+            project's network and objective in a hand loop vs the per-sample reference (``naive.py``),
+            plain and with ``torch.set_flush_denormal(True)`` (its strongest one-line setting).
+  flush     the project with and without torch.set_flush_denormal(True), at Glorot initialization
+            (where normalized weights underflow into subnormals most) and after warm-up.
+  pythae    1-layer model, K = 50: the project vs pythae's IWAE (``peers.py``; skipped with a note
+            when pythae is not installed: ``pip install -e .[bench]``).
+  lightning Trainer.fit(IWAEModule) (CSVLogger, checkpointing, progress bar off) vs the same network
+            in the hand loop, 2-layer, K = 50.
+  eval      L_5000 on evenly spaced test points (the full 10,000 on a GPU), each configuration in a
+            fresh process with its peak memory: the project's default, its network path, and the
+            per-sample reference at several chunk sizes (samples per pass, all points together); on a
+            CPU with T > 1 threads also the network path with whole points spread over T threads
+            (torch single-threaded in each), the evaluation pass's own threading.
 
-train    training throughput (data points/s, samples/s) for K in {1, 5, 50} and M x K = 64 splits
-         (1,64), (8,8), (64,1), of
-           (a)  the real fit loop: Lightning Trainer + IWAEModule + BinarizedDataModule with CSVLogger and
-                ModelCheckpoint(save_last=True), progress bar off, Lightning's default log_every_n_steps=50;
-           (b)  the project's network and objective in a minimal hand-written loop (same DataLoader, same Adam);
-           (c)  ``naive.NaiveIWAE``: x repeated M*K times through the whole encoder, textbook densities,
-                autograd through logsumexp; (c+flush) the same with the project's subnormal-gradient flush,
-                so that (b)/(c+flush) isolates the network's structure;
-           (a0), (b0)  (a) and (b) with the package as it was at ``--baseline`` (default: the commit before the
-                performance work), imported from ``git archive`` under the name ``iwae_pl_base``.
-eval     L_5000 throughput (test points/s) and peak memory for several pass sizes, project vs baseline vs
-         naive, each run in a fresh subprocess. Measured on a subset of the test set and extrapolated to
-         all 10,000 points.
-data     the DataLoader's share of step time: batch fetch of fixed binarized MNIST and of dynamically
-         binarized gray MNIST (t10k images), against the measured (a) step times.
-scaling  (b) and (c) step time as K grows (1 ... 5000); (b) step time and L_k cost as stochastic layers grow
-         (1 ... 7, the reproduction report's 50-100-100-... stack with 100-100 MLPs).
-
-Method: every configuration is run in R rounds; within a round the variants run one after another in a
-rotated order (interleaved), each for a fixed number of steps after a few warm-up steps; a round's
-throughput is steps / wall time of the timed window (so periodic costs such as logging every 50 steps
-count); the table reports the median over rounds and ratios of those medians. All variants start from
-the same briefly pre-trained parameters (``--warm-steps`` of IWAE K=5), not from initialization, where
-the spread of log-weights is atypically wide. Peak memory: in the worker process, the kernel's peak-RSS
-mark (VmHWM) is reset just before the measurement (``echo 5 > /proc/self/clear_refs``) and read after it;
-the table shows that peak minus the RSS at the reset (the model, the test subset, torch itself).
+Method: all variants start from the same briefly trained parameters; in every round each variant
+runs a fixed number of steps after a few untimed ones, in an order rotated every round; tables give
+medians over rounds and ratios of medians from this one run. FLOPs are counted from the layer sizes
+(2 per multiply-add; a Linear costs its forward, its weight gradient and, where its input needs a
+gradient, its input gradient); every variant's fraction of peak uses its own FLOPs. The load average
+is printed before and after: on a shared machine the numbers are not an idle machine's.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
-import gzip
-import io
 import json
 import math
 import os
@@ -48,20 +46,20 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-DEFAULT_BASELINE = "c5c05e8"  # iwae_pl before the performance work
 B = 20
 WORKER_FLAG = "--_eval-worker"
+SECTIONS = ("peak", "train", "flush", "pythae", "lightning", "eval")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -73,339 +71,365 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def load_baseline(rev: str, dest: Path):
-    """Import iwae_pl as it was at git revision `rev`, as the package ``iwae_pl_base``."""
-    raw = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "iwae_pl"], check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        tar.extractall(dest, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(dest)
-    (dest / "iwae_pl").rename(dest / "iwae_pl_base")
-    sys.path.insert(0, str(dest))
-    import iwae_pl_base
-    return iwae_pl_base
+def load_avg() -> list[float]:
+    return list(os.getloadavg())
 
 
-def adam(net):
-    """The optimizer IWAEModule.configure_optimizers builds (defaults lr 1e-3, betas (0.9, 0.999), eps 1e-4)."""
-    groups = ([{"params": net.encoder.parameters(), "name": "encoder"},
-               {"params": net.decoder.parameters(), "name": "decoder"}]
-              if hasattr(net, "encoder") else [{"params": net.parameters()}])  # the naive net: one group
-    from iwae_pl.lightning.module import adam as project_adam  # fused where torch has it, for every variant alike
-    return project_adam(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
+class Settings:
+    """Device, dtype and TF32 choices applied alike to every variant."""
+
+    def __init__(self, args):
+        self.device = torch.device(args.device)
+        self.dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+        if args.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    def autocast(self):
+        """Mixed precision only when asked for (--dtype); float32 otherwise."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
 
 
-def objective_name(M: int) -> str:
-    return "iwae" if M == 1 else "miwae"
+def linears(net, naive: bool = False):
+    """(rows per data point x sample?, in, out, needs input gradient) for every Linear of a network.
+
+    The project runs the first encoder block once per data point; the naive reference runs it per
+    sample. Every Linear fed by a sample (or by a layer that needs gradients) needs its input gradient.
+    """
+    out = []
+    for i, block in enumerate(net.encoder.blocks):
+        mods = [m for m in [*block.mlp, block.head] if isinstance(m, nn.Linear)]
+        for j, m in enumerate(mods):
+            out.append((naive or i > 0, m.in_features, m.out_features, i > 0 or j > 0))
+    for block in [*net.decoder.blocks, net.decoder.visible]:
+        for m in [*block.mlp, block.head]:
+            if isinstance(m, nn.Linear):
+                out.append((True, m.in_features, m.out_features, True))
+    return out
 
 
-def read_gray_t10k(data_dir: Path) -> torch.Tensor:
-    with gzip.open(data_dir / "mnist" / "t10k-images-idx3-ubyte.gz", "rb") as f:
-        raw = f.read()
-    return torch.from_numpy(np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 784).astype(np.float32) / 255.0)
+def flops(net, batch: int, samples: int, train: bool, naive: bool = False) -> float:
+    """FLOPs of one pass (train: forward + backward) over `samples` samples of `batch` points."""
+    total = 0.0
+    for per_sample, n_in, n_out, grad_in in linears(net, naive):
+        rows = batch * (samples if per_sample else 1)
+        total += 2 * rows * n_in * n_out * ((2 + grad_in) if train else 1)
+    return total
 
 
-def load_test_subset(data_dir: Path, n: int) -> torch.Tensor:
+def gemm_shapes(net, rows_per_point: int):
+    """(m, k, n, count) of every matrix product of a training step (forward, weight and input grads)."""
+    shapes = {}
+    for per_sample, n_in, n_out, grad_in in linears(net):
+        rows = B * (rows_per_point if per_sample else 1)
+        for shape in [(rows, n_in, n_out), (n_out, rows, n_in)] + ([(rows, n_out, n_in)] if grad_in else []):
+            shapes[shape] = shapes.get(shape, 0) + 1
+    return shapes
+
+
+def time_mm(m: int, k: int, n: int, settings: Settings, seconds: float = 0.25) -> float:
+    """Seconds per torch.mm of [m, k] x [k, n] (median of 5 batches of repetitions)."""
+    a = torch.randn(m, k, device=settings.device)
+    b = torch.randn(k, n, device=settings.device)
+    out = torch.empty(m, n, device=settings.device)
+    with settings.autocast():
+        for _ in range(3):
+            torch.mm(a, b, out=out) if settings.dtype is None else torch.mm(a, b)
+        settings.sync()
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out) if settings.dtype is None else torch.mm(a, b)
+        settings.sync()
+        reps = max(3, int(seconds / 5 / max(time.perf_counter() - t0, 1e-6)))
+        per = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(a, b, out=out) if settings.dtype is None else torch.mm(a, b)
+            settings.sync()
+            per.append((time.perf_counter() - t0) / reps)
+    return median(per)
+
+
+def measure_peak(ctx, label: str) -> dict:
+    """GFLOP/s of torch.mm at the training step's shapes; peak = the fastest; GEMM-only step time."""
+    net = ctx.net()
+    rows = {}
+    gemm_only = 0.0
+    for (m, k, n), count in gemm_shapes(net, 50).items():
+        secs = time_mm(m, k, n, ctx.settings)
+        rows[f"{m}x{k}x{n}"] = {"count": count, "gflops": 2 * m * k * n / secs / 1e9, "ms": 1e3 * secs}
+        gemm_only += count * secs
+    # The peak: the step's largest product (the visible layer's 1000 x 200 x 784 and its transposes),
+    # not the fastest small shape (on a busy machine one lucky sample of a tiny product can win).
+    size = {shape: math.prod(map(int, shape.split("x"))) for shape in rows}
+    largest = [shape for shape in rows if size[shape] == max(size.values())]
+    peak = max(rows[shape]["gflops"] for shape in largest)
+    log(f"  GEMM peak ({label}): {peak:.1f} GFLOP/s; GEMM-only K=50 step {1e3 * gemm_only:.2f} ms")
+    return {"peak_gflops": peak, "peak_shapes": largest, "shapes": rows, "gemm_only_step_ms": 1e3 * gemm_only,
+            "step_gflop": flops(net, B, 50, train=True) / 1e9, "load": load_avg()}
+
+
+def read_test_subset(data_dir: Path, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """n evenly spaced points of the binarized-MNIST test split (all 10,000 if n is None), and their indices."""
     with np.load(data_dir / "binarized_mnist" / "binarized_mnist_uint8.npz") as z:
         test = z["test"]
-    # The test split is ordered by label: take evenly spaced points so that every digit is represented.
-    idx = np.linspace(0, len(test) - 1, n).round().astype(np.int64)
+    idx = np.arange(len(test)) if n is None else np.linspace(0, len(test) - 1, n).round().astype(np.int64)
     return torch.from_numpy(test[idx].astype(np.float32)), torch.from_numpy(idx)
 
 
-_LAYOUT = {"module": "lightning.module", "likelihood": "model.likelihood", "noise": "model.noise",
-           "eval_pass": "fast.eval_pass"}
-
-
-def submodule(pkg, name: str):
-    """``pkg.<name>`` of either layout: the flat one of the baseline revisions (``iwae_pl_base.noise``) or
-    today's packages (``iwae_pl.model.noise``)."""
-    import importlib
-    try:
-        return importlib.import_module(f"{pkg.__name__}.{_LAYOUT[name]}")
-    except ModuleNotFoundError:
-        return importlib.import_module(f"{pkg.__name__}.{name}")
-
-
-# ---------------------------------------------------------------------------------------------- training loops
+# ---------------------------------------------------------------------------------------------- variants
 class Ctx:
-    """What every variant needs: packages, data, the warm parameters."""
+    """What every variant needs: the data, the warm parameters, device settings."""
 
-    def __init__(self, args, iwae_pl, base):
+    def __init__(self, args):
+        import iwae_pl
         from iwae_pl.data import BinarizedDataModule
-        self.args, self.pkg, self.base = args, iwae_pl, base
+        self.args, self.pkg, self.settings = args, iwae_pl, Settings(args)
         self.dm = BinarizedDataModule(dataset="binarized_mnist", data_dir=str(args.data_dir), batch_size=B,
                                       seed=0, download=False)
         self.dm.setup("fit")
         self.tmp = Path(tempfile.mkdtemp(prefix="iwae_bench_"))
-        self.state = None
+        self.states: dict[str, dict] = {}
 
-    def loader(self):
-        return self.dm.train_dataloader()
+    def batches(self):
+        while True:
+            for x, _ in self.dm.train_dataloader():
+                yield x.to(self.settings.device)
 
-    def net(self, pkg=None, layers=None):
-        pkg = pkg or self.pkg
-        net = pkg.IWAENetwork(784, layers or pkg.BURDA_2_LAYER)
-        if layers is None and self.state is not None:
-            net.load_state_dict(self.state)
-        elif layers is not None:
-            net.set_visible_bias(self.dm.train_mean())
-        return net
+    def net(self, layers: str = "2", warm: bool = True):
+        pkg = self.pkg
+        torch.manual_seed(0)
+        net = pkg.IWAENetwork(784, pkg.BURDA_2_LAYER if layers == "2" else pkg.BURDA_1_LAYER)
+        net.set_visible_bias(self.dm.train_mean())
+        if warm:
+            net.load_state_dict(self.warm_state(layers))
+        return net.to(self.settings.device)
+
+    def warm_state(self, layers: str) -> dict:
+        """Parameters after --warm-steps of IWAE K=5 from Glorot init (every variant starts from them)."""
+        if layers not in self.states:
+            net = self.net(layers, warm=False)
+            objective = self.pkg.make_objective("iwae", 1, 5)
+            step = project_step(net, objective, self.settings)
+            it = self.batches()
+            for _ in range(self.args.warm_steps):
+                step(next(it))
+            self.states[layers] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        return self.states[layers]
 
 
-def batches(loader):
-    while True:
-        for batch in loader:
-            yield batch
+def optimizer(params):
+    """The optimizer of IWAEModule.configure_optimizers, for every variant alike."""
+    from iwae_pl.lightning.module import adam
+    return adam([{"params": params}], lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
 
 
-def timed_loop(ctx, net, loss_fn, steps, skip):
-    """Adam steps of loss_fn(x) over the benchmark's data; seconds for the last `steps` of skip + steps."""
-    opt = adam(net)
-    it = batches(ctx.loader())
-    t0 = None
-    for i in range(skip + steps):
-        if i == skip:
-            t0 = time.perf_counter()
-        x, _ = next(it)
-        loss = loss_fn(x)
+def training_step(loss_fn, params, settings: Settings):
+    opt = optimizer(params)
+
+    def step(x):
+        with settings.autocast():
+            loss = loss_fn(x)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return time.perf_counter() - t0
+    return step
 
 
-def run_minimal(ctx, M, K, steps, skip, pkg=None, layers=None):
-    """(b): the project's network and objective, hand-written loop. Returns seconds for `steps` steps."""
-    pkg = pkg or ctx.pkg
-    net = ctx.net(pkg, layers)
-    objective = pkg.make_objective(objective_name(M), M, K)
-
-    def loss(x):
-        if hasattr(objective, "log_weights"):  # the objective runs its own pass
-            lw = objective.log_weights(net, x)
-        else:  # baseline revisions before it did: the same call, flags spelled out
-            lw = net.log_weights(x, objective.sample_shape, stop_q=objective.stop_q, split=objective.split)
-        return -objective(lw).surrogate.mean()
-
-    return timed_loop(ctx, net, loss, steps, skip)
+def project_step(net, objective, settings):
+    return training_step(lambda x: -objective.estimate(net, x).surrogate.mean(), net.parameters(), settings)
 
 
-def run_naive(ctx, M, K, steps, skip, flush=False, layers=None):
-    """(c): naive.NaiveIWAE with the same parameters and data. flush: the project's gradient flush hook."""
+def make_project(ctx, layers="2", M=1, K=50, warm=True):
+    net = ctx.net(layers, warm)
+    return project_step(net, ctx.pkg.make_objective("iwae" if M == 1 else "miwae", M, K), ctx.settings)
+
+
+def make_naive(ctx, layers="2", M=1, K=50, warm=True):
     from naive import NaiveIWAE
-    hook = None
-    if flush:
-        from iwae_pl.model.objectives import _flush_tiny_grad as hook
-    net = NaiveIWAE(ctx.net(layers=layers))
-    return timed_loop(ctx, net, lambda x: net.loss(x, M, K, grad_hook=hook), steps, skip)
+    model = NaiveIWAE(ctx.net(layers, warm).cpu()).to(ctx.settings.device)
+    return training_step(lambda x: model.loss(x, M, K), model.parameters(), ctx.settings)
 
 
-def run_lightning(ctx, M, K, steps, skip, pkg=None):
-    """(a): Trainer.fit of IWAEModule on BinarizedDataModule; timed between on_train_batch_end calls."""
+def make_pythae(ctx, K=50, warm=True):
+    from peers import pythae_iwae
+    model = pythae_iwae(ctx.net("1", warm).cpu(), K).to(ctx.settings.device)
+    return training_step(lambda x: model({"data": x}).loss, model.parameters(), ctx.settings)
+
+
+@contextlib.contextmanager
+def flush_denormal(on: bool):
+    torch.set_flush_denormal(on)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def run_steps(ctx, make, steps: int, skip: int = 5, wrap=contextlib.nullcontext) -> float:
+    """Steps per second of a freshly made variant over `steps` steps after `skip` untimed ones."""
+    it = ctx.batches()
+    with wrap():
+        step = make()
+        for _ in range(skip):
+            step(next(it))
+        ctx.settings.sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step(next(it))
+        ctx.settings.sync()
+        return steps / (time.perf_counter() - t0)
+
+
+def interleaved(ctx, variants: dict, steps: int, rounds: int, label: str) -> dict:
+    """{name: [steps/s per round]}: every round runs every variant, in an order rotated per round."""
+    names = list(variants)
+    per = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            make, wrap = variants[name]
+            per[name].append(run_steps(ctx, make, steps, wrap=wrap))
+        log(f"  {label} round {r + 1}: " + ", ".join(f"{n} {per[n][-1]:.1f}/s" for n in names))
+    return per
+
+
+def steps_for(ctx, make, budget: float) -> int:
+    """Steps that take about `budget` seconds for this variant."""
+    rate = run_steps(ctx, make, 5, skip=2)
+    return max(10, int(rate * budget))
+
+
+# ---------------------------------------------------------------------------------------------- sections
+def section_peak(ctx, res):
+    res.setdefault("peak", {})["start"] = measure_peak(ctx, "start")
+
+
+def train_table(ctx, per: dict, fl: dict, peak: float) -> dict:
+    out = {}
+    for name, rates in per.items():
+        r = median(rates)
+        out[name] = {"steps_per_s": r, "rounds": rates, "points_per_s": B * r, "step_ms": 1e3 / r,
+                     "gflop_per_step": fl[name] / 1e9, "gflops": fl[name] * r / 1e9,
+                     "fraction_of_peak": fl[name] * r / 1e9 / peak}
+    return out
+
+
+def peak_now(res) -> float:
+    p = res.get("peak", {})
+    return max([v["peak_gflops"] for v in p.values()] or [float("nan")])
+
+
+def section_train(ctx, res):
+    args = ctx.args
+    configs = [(1, 50)] if args.quick else [(1, 50), (1, 5), (1, 1)]
+    net = ctx.net()
+    out = {}
+    for M, K in configs:
+        variants = {
+            "project": (lambda: make_project(ctx, "2", M, K), contextlib.nullcontext),
+            "naive": (lambda: make_naive(ctx, "2", M, K), contextlib.nullcontext),
+            "naive+ftz": (lambda: make_naive(ctx, "2", M, K), lambda: flush_denormal(True)),
+        }
+        steps = steps_for(ctx, variants["project"][0], args.budget)
+        per = interleaved(ctx, variants, steps, args.rounds, f"train K={K}")
+        fl = {"project": flops(net, B, M * K, True), "naive": flops(net, B, M * K, True, naive=True)}
+        fl["naive+ftz"] = fl["naive"]
+        out[f"{M}x{K}"] = {"M": M, "K": K, "steps_per_round": steps, "variants": train_table(ctx, per, fl, peak_now(res))}
+    res["train"] = out
+
+
+def section_flush(ctx, res):
+    args = ctx.args
+    out = {}
+    for state in ("init", "warm"):
+        warm = state == "warm"
+        variants = {
+            "project": (lambda: make_project(ctx, "2", 1, 50, warm), contextlib.nullcontext),
+            "project + set_flush_denormal": (lambda: make_project(ctx, "2", 1, 50, warm), lambda: flush_denormal(True)),
+        }
+        steps = max(10, int(args.budget * 20))
+        per = interleaved(ctx, variants, steps, args.rounds, f"flush {state}")
+        out[state] = {n: {"steps_per_s": median(v), "rounds": v} for n, v in per.items()}
+    res["flush"] = out
+
+
+def section_pythae(ctx, res):
+    import peers
+    why = peers.available()
+    if why is not None:
+        log(f"  pythae skipped: {why}")
+        res["pythae"] = {"skipped": why}
+        return
+    net = ctx.net("1")
+    variants = {"project": (lambda: make_project(ctx, "1", 1, 50), contextlib.nullcontext),
+                "pythae": (lambda: make_pythae(ctx, 50), contextlib.nullcontext)}
+    steps = steps_for(ctx, variants["project"][0], ctx.args.budget)
+    per = interleaved(ctx, variants, steps, ctx.args.rounds, "pythae 1-layer K=50")
+    fl = {n: flops(net, B, 50, True) for n in variants}
+    res["pythae"] = {"steps_per_round": steps, "variants": train_table(ctx, per, fl, peak_now(res))}
+
+
+def run_lightning(ctx, steps: int, skip: int = 5) -> float:
+    """Steps/s of Trainer.fit(IWAEModule) on the benchmark's data, timed between on_train_batch_end calls."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
-    pkg = pkg or ctx.pkg
-    module_mod = submodule(pkg, "module")
+
+    from iwae_pl.lightning.module import IWAEModule
 
     class StepClock(pl.Callback):
         def __init__(self):
             self.t = []
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            ctx.settings.sync()
             self.t.append(time.perf_counter())
 
-    module = module_mod.IWAEModule(input_dim=784, layers=pkg.BURDA_2_LAYER, objective=objective_name(M), M=M, K=K,
-                                   init_visible_bias=False, val_k=0)
-    module.net.load_state_dict(ctx.state)
+    module = IWAEModule(input_dim=784, layers=ctx.pkg.BURDA_2_LAYER, objective="iwae", K=50,
+                        init_visible_bias=False, val_k=0)
+    module.net.load_state_dict(ctx.warm_state("2"))
     clock = StepClock()
     run_dir = Path(tempfile.mkdtemp(dir=ctx.tmp))
-    trainer = pl.Trainer(max_steps=skip + steps + 1, accelerator="cpu", devices=1,
-                         logger=CSVLogger(str(run_dir), name="bench"),
+    precision = {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}[ctx.settings.dtype]
+    trainer = pl.Trainer(max_steps=skip + steps + 1, accelerator=ctx.settings.device.type, devices=1,
+                         precision=precision, logger=CSVLogger(str(run_dir), name="bench"),
                          callbacks=[ModelCheckpoint(dirpath=str(run_dir / "ckpt"), save_last=True), clock],
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          limit_val_batches=0)
     trainer.fit(module, datamodule=ctx.dm)
     shutil.rmtree(run_dir, ignore_errors=True)
-    t = clock.t
-    return t[skip + steps] - t[skip]  # steps full loop iterations: fetch, step, hooks, logging
+    return steps / (clock.t[skip + steps] - clock.t[skip])
 
 
-def warm_state(ctx, steps):
-    """Parameters after `steps` of IWAE K=5 from Glorot init (all variants start from these)."""
-    torch.manual_seed(0)
-    net = ctx.pkg.IWAENetwork(784, ctx.pkg.BURDA_2_LAYER)
-    net.set_visible_bias(ctx.dm.train_mean())
-    objective = ctx.pkg.make_objective("iwae", 1, 5)
-    timed_loop(ctx, net, lambda x: -objective(net.log_weights(x, (1, 5))).surrogate.mean(), steps, 0)
-    return copy.deepcopy(net.state_dict())
-
-
-def check_naive_matches(ctx) -> float:
-    """Max |log w(naive) - log w(project)| on the same noise (the reference computes the same thing)."""
-    from naive import NaiveIWAE
-    net = ctx.net()
-    x, _ = next(iter(ctx.loader()))
-    eps = net.draw_noise(x, (7,))
-    with torch.no_grad():
-        a = net.log_weights(x, (7,), eps=eps).value
-        b = NaiveIWAE(net).log_weights(x, 7, eps=eps)
-    return (a - b).abs().max().item()
-
-
-# ---------------------------------------------------------------------------------------------- sections
-TRAIN_CONFIGS = [(1, 1), (1, 5), (1, 50), (1, 64), (8, 8), (64, 1)]
-QUICK_TRAIN_CONFIGS = [(1, 1), (1, 50), (8, 8)]
-
-
-def section_train(ctx, res):
+def section_lightning(ctx, res):
     args = ctx.args
-    configs = QUICK_TRAIN_CONFIGS if args.quick else TRAIN_CONFIGS
-    runners = {
-        "a": lambda M, K, n, s: run_lightning(ctx, M, K, n, s),
-        "b": lambda M, K, n, s: run_minimal(ctx, M, K, n, s),
-        "c": lambda M, K, n, s: run_naive(ctx, M, K, n, s),
-        "c+flush": lambda M, K, n, s: run_naive(ctx, M, K, n, s, flush=True),
-    }
-    if ctx.base is not None:
-        runners["a0"] = lambda M, K, n, s: run_lightning(ctx, M, K, n, s, pkg=ctx.base)
-        runners["b0"] = lambda M, K, n, s: run_minimal(ctx, M, K, n, s, pkg=ctx.base)
-    out = {}
-    for M, K in configs:
-        # steps per round: a multiple of Lightning's logging period (50), at least ~budget seconds of (b)
-        probe = run_minimal(ctx, M, K, 5, 2) / 5
-        steps = 50 * max(1, min(args.max_rounds_steps // 50, round(args.budget / probe / 50)))
-        names = list(runners)
-        per = {n: [] for n in names}
-        for r in range(args.rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
-            for name in order:
-                secs = runners[name](M, K, steps, 5)
-                per[name].append(steps / secs)  # steps/s
-            log(f"  train M={M} K={K} round {r + 1}: " + ", ".join(f"{n} {B * per[n][-1]:.0f} pt/s" for n in names))
-        out[f"{M}x{K}"] = {"M": M, "K": K, "steps_per_round": steps,
-                           "steps_per_s": {n: per[n] for n in names},
-                           "median_points_per_s": {n: B * median(per[n]) for n in names},
-                           "median_samples_per_s": {n: B * M * K * median(per[n]) for n in names},
-                           "median_step_ms": {n: 1e3 / median(per[n]) for n in names}}
-    res["train"] = out
+    steps = 50 * max(1, round(args.budget * 40 / 50))  # a multiple of Lightning's logging period (50)
+    hand = lambda: run_steps(ctx, lambda: make_project(ctx, "2", 1, 50), steps)  # noqa: E731
+    runners = {"lightning": lambda: run_lightning(ctx, steps), "hand loop": hand}
+    per = {n: [] for n in runners}
+    names = list(runners)
+    for r in range(args.rounds):
+        for name in names[r % 2:] + names[:r % 2]:
+            per[name].append(runners[name]())
+        log(f"  lightning round {r + 1}: " + ", ".join(f"{n} {per[n][-1]:.1f}/s" for n in names))
+    res["lightning"] = {"steps_per_round": steps, "variants": {n: {"steps_per_s": median(v), "rounds": v}
+                                                               for n, v in per.items()}}
 
 
-def section_data(ctx, res):
-    """Batch fetch time of the real DataLoaders (fixed binarized MNIST; dynamic binarization of gray MNIST)."""
-    from torch.utils.data import DataLoader
-
-    from iwae_pl.data.datamodule import BinaryDataset, derive_seed, identity_collate
-    args = ctx.args
-    gray = read_gray_t10k(args.data_dir)
-    dynamic = DataLoader(BinaryDataset(gray, seed=derive_seed(0, 0, 0)), batch_size=B, shuffle=True,
-                         collate_fn=identity_collate, num_workers=0,
-                         generator=torch.Generator().manual_seed(0))
-    loaders = {"fixed (binarized_mnist)": ctx.loader, "dynamic (gray t10k, Bernoulli per batch)": lambda: dynamic}
-    n = 300 if args.quick else 1000
-    out = {}
-    for name, make in loaders.items():
-        per = []
-        for _ in range(args.rounds):
-            it = batches(make())
-            for _ in range(5):
-                next(it)
-            t0 = time.perf_counter()
-            for _ in range(n):
-                next(it)
-            per.append((time.perf_counter() - t0) / n)
-        out[name] = {"fetch_us": 1e6 * median(per), "rounds_us": [1e6 * p for p in per]}
-    shares = {}
-    for cfg, r in res.get("train", {}).items():
-        step_s = 1.0 / median(r["steps_per_s"]["a"])
-        shares[cfg] = {name: v["fetch_us"] * 1e-6 / step_s for name, v in out.items()}
-    res["data"] = {"fetch": out, "share_of_a_step": shares}
-
-
-def eval_worker(spec: dict) -> dict:
-    """Runs in a fresh process: one L_k measurement, its peak memory and (project) its noise time."""
-    torch.set_num_threads(spec["threads"])
-    if spec["impl"] == "baseline":
-        sys.path.insert(0, spec["base_dir"])
-        import iwae_pl_base as pkg
-    else:
-        import iwae_pl as pkg
-    x, index = load_test_subset(Path(spec["data_dir"]), spec["points"])
-    net = pkg.IWAENetwork(784, pkg.BURDA_2_LAYER)
-    net.load_state_dict(torch.load(spec["state"], weights_only=True))
-    net.eval()
-    k, batch = spec["k"], spec["batch"]
-    if spec["impl"] == "naive":
-        from naive import NaiveIWAE
-        naive = NaiveIWAE(net)
-        torch.manual_seed(0)
-
-        def run(xb, ib):
-            return naive.log_likelihood(xb, k, chunk=spec["chunk"])
-    else:
-        kw = {} if spec.get("chunk") is None else {"chunk": spec["chunk"]}
-        if spec.get("max_rows") is not None:
-            kw["max_rows"] = spec["max_rows"]
-        if spec.get("eval_pass") is False:
-            kw["eval_pass"] = False
-
-        def run(xb, ib):
-            return pkg.log_likelihood(net, xb, ib, k, seed=0, **kw)
-    run(x[:2], index[:2])  # warm up: the measured workload on two points, every implementation alike
-    rss0 = reset_peak_rss()
-    t0 = time.perf_counter()
-    ll = torch.cat([run(x[i:i + batch], index[i:i + batch]) for i in range(0, len(x), batch)])
-    secs = time.perf_counter() - t0
-    peak = peak_rss()
-    out = {"seconds": secs, "points_per_s": len(x) / secs, "rss_before_mb": rss0 / 2**20,
-           "peak_mb": (peak - rss0) / 2**20, "peak_rss_mb": peak / 2**20, "mean_ll": ll.mean().item(),
-           "ll": ll.tolist()}
-    if spec["impl"] in ("project", "baseline"):  # the same noise, drawn alone: its share of the evaluation
-        t0 = time.perf_counter()
-        if spec["impl"] == "project" and spec.get("eval_pass", True):
-            draw_like_the_pass(pkg, index, k, spec.get("chunk") or submodule(pkg, "likelihood").EVAL_ROWS, net.latent_sizes)
-        else:
-            for i in range(0, len(x), batch):
-                for s in range(0, k, 256):
-                    submodule(pkg, "noise").indexed_normal(0, index[i:i + batch], s, min(256, k - s), net.latent_sizes)
-        out["noise_seconds"] = time.perf_counter() - t0
-    return out
-
-
-def draw_like_the_pass(pkg, index, k: int, rows: int, dims) -> None:
-    """The evaluation pass's noise alone, drawn as the pass draws it: per point, blocks of the pass's
-    size into a reused buffer, the points spread over the same threads (torch single-threaded each)."""
-    from concurrent.futures import ThreadPoolExecutor
-    noise = submodule(pkg, "noise")
-    block, rows, total = noise.BLOCK, submodule(pkg, "eval_pass").block_rows(rows, k), sum(dims)
-    intra_op = torch.get_num_threads()
-    threads = min(intra_op, len(index))
-
-    def draw(first: int) -> None:
-        torch.set_num_threads(1)
-        buf = torch.empty((rows + block) * total)
-        for b in range(first, len(index), threads):
-            for start in range(0, k, rows):
-                n = min(rows, k - start)
-                noise.draw_blocks(0, [int(index[b])], start // block, -(-n // block), total, out=buf)
-
-    try:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(draw, range(threads)))
-    finally:
-        torch.set_num_threads(intra_op)
-
-
+# ---------------------------------------------------------------------------------------------- L_5000
 def _status_kb(field: str) -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
 def reset_peak_rss() -> int:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process; return the current RSS in bytes.
-
-    Writing 5 to /proc/self/clear_refs resets VmHWM (Linux >= 4.0). Where that is not possible, the
-    lifetime ru_maxrss is the fallback (then small evaluations can read as 0 above the baseline).
-    """
+    """Reset the kernel's peak-RSS mark (VmHWM, via /proc/self/clear_refs); the current RSS in bytes."""
     import gc
     gc.collect()
     try:
@@ -423,9 +447,67 @@ def peak_rss() -> int:
         return 1024 * resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def eval_worker(spec: dict) -> dict:
+    """In a fresh process: one L_5000 measurement and its peak memory (RSS on CPU, allocator on CUDA)."""
+    torch.set_num_threads(spec["threads"])
+    import iwae_pl
+    from naive import NaiveIWAE
+    device = torch.device(spec["device"])
+    if spec["tf32"]:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    x, index = read_test_subset(Path(spec["data_dir"]), spec["points"])
+    x = x.to(device)
+    net = iwae_pl.IWAENetwork(784, iwae_pl.BURDA_2_LAYER)
+    net.load_state_dict(torch.load(spec["state"], weights_only=True))
+    net = net.to(device).eval()
+    k, batch = 5000, spec["batch"]
+    if spec["impl"] == "naive":
+        naive = NaiveIWAE(net.cpu()).to(device)
+        torch.manual_seed(0)
+
+        def run(xb, ib):
+            return naive.log_likelihood(xb, k, chunk=spec["chunk"])
+    elif spec["impl"] == "network threads":  # the network path, whole points spread over threads
+        from concurrent.futures import ThreadPoolExecutor
+        threads = spec["threads"]
+
+        def one_thread(xb, ib, first):
+            torch.set_num_threads(1)
+            return [iwae_pl.log_likelihood(net, xb[b:b + 1], ib[b:b + 1], k, seed=0, eval_pass=False, chunk=k)
+                    for b in range(first, len(xb), threads)]
+
+        def run(xb, ib):
+            with ThreadPoolExecutor(threads) as pool:
+                parts = list(pool.map(lambda first: one_thread(xb, ib, first), range(threads)))
+            torch.set_num_threads(threads)
+            out = torch.empty(len(xb), device=xb.device)
+            for first, values in enumerate(parts):
+                out[first::threads] = torch.cat(values)
+            return out
+    else:
+        kw = {"eval_pass": False} if spec["impl"] == "network" else {}
+
+        def run(xb, ib):
+            return iwae_pl.log_likelihood(net, xb, ib, k, seed=0, **kw)
+    run(x[:2], index[:2])  # warm up: the measured workload on two points, every configuration alike
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rss0 = reset_peak_rss()
+    t0 = time.perf_counter()
+    ll = torch.cat([run(x[i:i + batch], index[i:i + batch]) for i in range(0, len(x), batch)])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    secs = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else peak_rss()
+    return {"seconds": secs, "points_per_s": len(x) / secs, "peak_mb": peak / 2**20,
+            "above_idle_mb": (peak - (0 if device.type == "cuda" else rss0)) / 2**20,
+            "mean_ll": ll.mean().item(), "ll": ll.tolist()}
+
+
 def spawn_eval(ctx, spec: dict) -> dict:
     spec = {**spec, "threads": torch.get_num_threads(), "data_dir": str(ctx.args.data_dir),
-            "state": str(ctx.tmp / "warm.pt"), "base_dir": str(ctx.tmp / "base")}
+            "state": str(ctx.tmp / "warm2.pt"), "device": str(ctx.settings.device), "tf32": ctx.args.tf32}
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), WORKER_FLAG, json.dumps(spec)],
                           capture_output=True, text=True, env=env)
@@ -436,180 +518,100 @@ def spawn_eval(ctx, spec: dict) -> dict:
 
 def section_eval(ctx, res):
     args = ctx.args
-    points = 10 if args.quick else args.eval_points
-    k = 5000
-    from iwae_pl.model.likelihood import EVAL_ROWS
-    default = f"project default (eval pass, {EVAL_ROWS} rows)"
-    configs = {default: {"impl": "project"}}  # name -> worker spec
-    for rows in (256, 512, 2048, 4096):
-        configs[f"project eval pass, {rows} rows"] = {"impl": "project", "chunk": rows}
-    for rows in (512, 2048, 8192, 32768):
-        configs[f"project network path max_rows {rows}"] = {"impl": "project", "max_rows": rows, "eval_pass": False}
-    configs["project network path chunk 5000 (1 pass/point)"] = {"impl": "project", "chunk": 5000, "eval_pass": False}
-    for chunk in (8, 16, 64, 256):
-        configs[f"naive chunk {chunk}"] = {"impl": "naive", "chunk": chunk}
-    if args.quick:
-        for name in ("project eval pass, 256 rows", "project eval pass, 4096 rows", "project network path max_rows 512",
-                     "project network path max_rows 32768", "naive chunk 8", "naive chunk 256"):
-            configs.pop(name, None)
-    if ctx.base is not None:
-        configs["baseline auto"] = {"impl": "baseline"}
-    out = {name: [] for name in configs}
+    torch.save(ctx.warm_state("2"), ctx.tmp / "warm2.pt")
+    gpu = ctx.settings.device.type == "cuda"
+    points = None if gpu else (10 if args.quick else args.eval_points)
+    configs = {"project default": {"impl": "project", "batch": 500 if gpu else 20},
+               "project network path": {"impl": "network", "batch": 500 if gpu else 20}}
+    if not gpu and torch.get_num_threads() > 1:  # what the CPU evaluation pass's threading gives the network path
+        configs["project network path, points over threads"] = {"impl": "network threads", "batch": 20}
+    chunks = (16, 50, 200) if args.quick else (8, 16, 50, 100, 500)
+    for chunk in chunks:  # the naive reference's sweep: samples per pass, all points of a batch together
+        configs[f"naive chunk {chunk}"] = {"impl": "naive", "chunk": chunk, "batch": 500 if gpu else 20}
     names = list(configs)
-    rounds = 1 if args.quick else args.eval_rounds
+    out = {n: [] for n in names}
+    rounds = 1 if args.quick or gpu else args.eval_rounds
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            spec = {**configs[name], "k": k, "points": points, "batch": points}
-            out[name].append(spawn_eval(ctx, spec))
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            out[name].append(spawn_eval(ctx, {**configs[name], "points": points}))
             o = out[name][-1]
-            log(f"  eval {name}: {o['points_per_s']:.2f} pt/s, peak {o['peak_mb']:.0f} MB, mean L_k {o['mean_ll']:.3f}")
+            log(f"  eval {name}: {o['points_per_s']:.2f} pt/s, peak {o['peak_mb']:.0f} MB, mean L_5000 {o['mean_ll']:.3f}")
+    net = ctx.net()
     summary = {}
     for name, runs in out.items():
         pps = median([o["points_per_s"] for o in runs])
-        summary[name] = {"points_per_s": pps, "rows_per_pass": rows_per_pass(configs[name], points),
-                         "full_test_set_minutes": 10000 / pps / 60,
-                         "peak_mb": max(o["peak_mb"] for o in runs), "mean_ll": runs[0]["mean_ll"],
-                         "peak_rss_mb": max(o["peak_rss_mb"] for o in runs),
-                         "runs": [{k2: v for k2, v in o.items() if k2 != "ll"} for o in runs]}
-        if "noise_seconds" in runs[0]:
-            summary[name]["noise_share"] = median([o["noise_seconds"] / o["seconds"] for o in runs])
-    # the project and the baseline use identical per-point noise: the values must agree to float rounding
-    if "baseline auto" in out:
-        diff = max(abs(a - b) for a, b in zip(out["baseline auto"][0]["ll"], out[default][0]["ll"]))
-        res["eval_check_max_abs_diff_project_vs_baseline"] = diff
-    network = "project network path max_rows 8192"
-    if network in out:  # the evaluation pass and the network path: the same noise, the same values
-        res["eval_check_max_abs_diff_eval_pass_vs_network"] = max(
-            abs(a - b) for a, b in zip(out[network][0]["ll"], out[default][0]["ll"]))
-    res["eval"] = {"k": k, "points": points, "batch": points, "default": default, "configs": summary}
-
-
-def rows_per_pass(spec: dict, batch: int, k: int = 5000) -> int:
-    """Sample rows per forward pass of a configuration, from the implementations' own rules."""
-    if spec["impl"] == "naive":
-        return spec["chunk"] * batch
-    if spec["impl"] == "baseline":  # one pass holds all points: auto_chunk(batch, k) samples of each
-        return submodule(sys.modules["iwae_pl_base"], "likelihood").auto_chunk(batch, k) * batch
-    from iwae_pl.fast.eval_pass import block_rows
-    from iwae_pl.model.likelihood import DEFAULT_MAX_ROWS, EVAL_ROWS, auto_chunk
-    if spec.get("eval_pass", True):  # one point at a time
-        return block_rows(spec.get("chunk") or EVAL_ROWS, k)
-    max_rows = spec.get("max_rows") or DEFAULT_MAX_ROWS
-    chunk = spec.get("chunk") or auto_chunk(batch, k, max_rows)
-    return chunk * min(batch, max(1, max_rows // chunk))
-
-
-def section_scaling(ctx, res):
-    args = ctx.args
-    pkg = ctx.pkg
-    ks = [1, 5, 50, 500] if args.quick else [1, 5, 50, 500, 5000]
-    out_k = {}
-    for K in ks:
-        steps = max(2, min(60, int(20 * 5 / K) + 2)) if K >= 500 else 20
-        per_b, per_c = [], []
-        for _ in range(1 if K >= 500 else args.rounds):
-            per_b.append(run_minimal(ctx, 1, K, steps, 1) / steps)
-            if K <= (500 if args.quick else 5000):
-                per_c.append(run_naive(ctx, 1, K, steps, 1, flush=True) / steps)
-        out_k[K] = {"b_step_ms": 1e3 * median(per_b), "c_flush_step_ms": 1e3 * median(per_c) if per_c else None}
-        log(f"  scaling K={K}: b {out_k[K]['b_step_ms']:.1f} ms/step, c+flush {out_k[K]['c_flush_step_ms']} ms/step")
-    # L_k cost per point as k grows (project, in process)
-    x, index = load_test_subset(args.data_dir, 10)
-    net = ctx.net()
-    lk = {}
-    for k in (1, 5000):  # warm up both L_k paths (first-call costs outside the timings)
-        pkg.log_likelihood(net, x[:2], index[:2], k)
-    for k in ([1, 5, 50, 500, 5000] if not args.quick else [1, 50, 500]):
-        t0 = time.perf_counter()
-        pkg.log_likelihood(net, x, index, k)
-        lk[k] = 1e3 * (time.perf_counter() - t0) / len(x)
-    # stochastic layers 1..7: the reproduction report's stack (h1 = 50, higher layers 100, MLPs 100-100)
-    layers_out = {}
-    for L in ([1, 2, 4, 7] if args.quick else range(1, 8)):
-        specs = [pkg.LayerSpec(50, (100, 100))] + [pkg.LayerSpec(100, (100, 100))] * (L - 1)
-        secs = median([run_minimal(ctx, 1, 50, 20, 2, layers=specs) / 20 for _ in range(args.rounds)])
-        torch.manual_seed(0)
-        net_l = pkg.IWAENetwork(784, specs)
-        t0 = time.perf_counter()
-        pkg.log_likelihood(net_l, x, index, 500)
-        ev = (time.perf_counter() - t0) / len(x)
-        layers_out[L] = {"b_step_ms_K50": 1e3 * secs, "L500_ms_per_point": 1e3 * ev}
-        log(f"  scaling layers={L}: b {1e3 * secs:.1f} ms/step (K=50), L_500 {1e3 * ev:.1f} ms/point")
-    res["scaling"] = {"K": out_k, "Lk_ms_per_point": lk, "layers": layers_out}
+        fl = flops(net, 1, 5000, train=False, naive=configs[name]["impl"] == "naive")
+        summary[name] = {"points_per_s": pps, "full_test_set_minutes": 10000 / pps / 60,
+                         "peak_mb": max(o["peak_mb"] for o in runs),
+                         "above_idle_mb": max(o["above_idle_mb"] for o in runs),
+                         "mean_ll": runs[0]["mean_ll"], "gflop_per_point": fl / 1e9,
+                         "fraction_of_peak": fl * pps / 1e9 / peak_now(res),
+                         "rounds": [o["points_per_s"] for o in runs]}
+    res["eval"] = {"points": points or 10000, "configs": summary, "max_abs_diff_default_vs_network": max(
+        abs(a - b) for a, b in zip(out["project default"][0]["ll"], out["project network path"][0]["ll"]))}
 
 
 # ---------------------------------------------------------------------------------------------- report
-def fmt(v, nd=0):
+def fmt(v, nd=1):
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.{nd}f}"
 
 
 def report(res) -> str:
-    lines = []
     meta = res["meta"]
-    lines.append(f"iwae_pl benchmark: {meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}, "
-                 f"load avg {meta['load_before'][0]:.2f} -> {meta['load_after'][0]:.2f}")
-    if "train" in res:
-        t = res["train"]
-        have0 = any("a0" in r["median_points_per_s"] for r in t.values())
-        lines += ["", "Training throughput, BURDA_2_LAYER, batch 20 (data points/s; samples/s = points/s x M x K)", ""]
-        head = "| M x K | (a) Lightning | (b) minimal | (c) naive | (c+flush) | samples/s (a) | a/b | b/c | b/(c+flush) |"
-        if have0:
-            head += " (a0) before | (b0) before | a/a0 | b/b0 |"
-        lines += [head, "|" + "---|" * (head.count("|") - 1)]
-        for cfg, r in t.items():
-            p = r["median_points_per_s"]
-            row = (f"| {r['M']} x {r['K']} | {fmt(p['a'])} | {fmt(p['b'])} | {fmt(p['c'])} | {fmt(p['c+flush'])} | "
-                   f"{fmt(r['median_samples_per_s']['a'])} | {p['a'] / p['b']:.2f} | {p['b'] / p['c']:.2f} | "
-                   f"{p['b'] / p['c+flush']:.2f} |")
-            if have0:
-                row += f" {fmt(p['a0'])} | {fmt(p['b0'])} | {p['a'] / p['a0']:.2f} | {p['b'] / p['b0']:.2f} |"
-            lines.append(row)
+    lines = [f"iwae_pl benchmark: {meta['cpu']}, device {meta['device']}, {meta['threads']} threads, "
+             f"torch {meta['torch']}, dtype {meta['dtype']}{' +TF32' if meta['tf32'] else ''}, commit {meta.get('commit')}",
+             f"load average {meta['load_before'][0]:.2f} at the start, {meta['load_after'][0]:.2f} at the end",
+             f"command: {meta['command']}"]
+    peak = peak_now(res)
+    if "peak" in res:
+        p = res["peak"]
+        lines += ["", "GEMM at the training step's shapes (torch.mm, GFLOP/s)", "",
+                  "| m x k x n | per step | start | end |", "|---|---|---|---|"]
+        for shape, v in p["start"]["shapes"].items():
+            end = p.get("end", {}).get("shapes", {}).get(shape, {}).get("gflops")
+            lines.append(f"| {shape} | {v['count']} | {v['gflops']:.1f} | {fmt(end)} |")
+        s = p["start"]
+        lines += ["", f"peak (the largest shape and its transposes, best of start and end): {peak:.1f} GFLOP/s. A 2-layer K = 50 step is "
+                      f"{s['step_gflop']:.3f} GFLOP; its matrix products alone take {s['gemm_only_step_ms']:.2f} ms "
+                      f"(the ceiling: {s['step_gflop'] / s['gemm_only_step_ms'] * 1e3 / peak:.0%} of peak)."]
+    for key, title in [("train", None), ("pythae", "1-layer, IWAE K = 50, batch 20: project vs pythae")]:
+        if key not in res:
+            continue
+        if key == "pythae" and "skipped" in res["pythae"]:
+            lines += ["", f"pythae: skipped ({res['pythae']['skipped']})"]
+            continue
+        blocks = res["train"].items() if key == "train" else [("1x50", res["pythae"])]
+        for cfg, r in blocks:
+            v = r["variants"]
+            head = title or f"Training, BURDA_2_LAYER, IWAE M x K = {cfg.replace('x', ' x ')}, batch 20"
+            lines += ["", head, "", "| variant | steps/s | points/s | ms/step | GFLOP/step | GFLOP/s | of peak | project / variant |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for name, s in v.items():
+                lines.append(f"| {name} | {s['steps_per_s']:.1f} | {s['points_per_s']:.0f} | {s['step_ms']:.2f} | "
+                             f"{s['gflop_per_step']:.3f} | {s['gflops']:.1f} | {s['fraction_of_peak']:.0%} | "
+                             f"{v['project']['steps_per_s'] / s['steps_per_s']:.2f} |")
+    if "flush" in res:
+        lines += ["", "Subnormal gradients, 2-layer K = 50 (steps/s)", "", "| variant | at init | warm |", "|---|---|---|"]
+        for name in res["flush"]["init"]:
+            lines.append(f"| {name} | {res['flush']['init'][name]['steps_per_s']:.1f} | "
+                         f"{res['flush']['warm'][name]['steps_per_s']:.1f} |")
+    if "lightning" in res:
+        v = res["lightning"]["variants"]
+        lines += ["", f"Lightning vs hand loop, 2-layer K = 50: {v['lightning']['steps_per_s']:.1f} vs "
+                      f"{v['hand loop']['steps_per_s']:.1f} steps/s = {v['lightning']['steps_per_s'] / v['hand loop']['steps_per_s']:.3f}x"]
     if "eval" in res:
         e = res["eval"]
-        lines += ["", f"L_5000 on {e['points']} binarized-MNIST test points (one batch of {e['batch']}), "
-                      "extrapolated to 10,000", ""]
-        lines += ["| configuration | rows/pass | test points/s | 10k points (min) | peak RSS MB | (above idle) "
-                  "| noise share | mean L_5000 |", "|---|---|---|---|---|---|---|---|"]
-        for name, s in e["configs"].items():
-            lines.append(f"| {name} | {s['rows_per_pass']:,} | {s['points_per_s']:.2f} | {s['full_test_set_minutes']:.1f} | "
-                         f"{s['peak_rss_mb']:.0f} | {s['peak_mb']:.0f} | "
-                         f"{fmt(100 * s['noise_share'], 1) + '%' if 'noise_share' in s else '-'} | "
-                         f"{s['mean_ll']:.3f} |")
-        naive_best = max(s["points_per_s"] for n, s in e["configs"].items() if n.startswith("naive"))
-        auto = e["configs"][e["default"]]["points_per_s"]
-        lines.append("")
-        lines.append(f"project default / best naive: {auto / naive_best:.2f}x")
-        network = e["configs"].get(f"project network path max_rows {8192}")
-        if network:
-            lines.append(f"project default / project network path (max_rows 8192, the default before the "
-                         f"evaluation pass): {auto / network['points_per_s']:.2f}x")
-        if "baseline auto" in e["configs"]:
-            lines.append(f"project default / baseline auto: {auto / e['configs']['baseline auto']['points_per_s']:.2f}x "
-                         f"(same noise: max |L_k difference| {res['eval_check_max_abs_diff_project_vs_baseline']:.2e})")
-    if "data" in res:
-        d = res["data"]
-        lines += ["", "Data pipeline (real DataLoader, batch 20)", ""]
-        for name, v in d["fetch"].items():
-            lines.append(f"- {name}: {v['fetch_us']:.0f} us per batch")
-        if d["share_of_a_step"]:
-            lines += ["", "| M x K | (a) step ms | fetch share, fixed | fetch share, dynamic |", "|---|---|---|---|"]
-            names = list(d["fetch"])
-            for cfg, s in d["share_of_a_step"].items():
-                step = res["train"][cfg]["median_step_ms"]["a"]
-                lines.append(f"| {cfg.replace('x', ' x ')} | {step:.1f} | {100 * s[names[0]]:.1f}% | {100 * s[names[1]]:.1f}% |")
-    if "scaling" in res:
-        s = res["scaling"]
-        lines += ["", "Scaling with K (batch 20, IWAE): ms per training step; L_k ms per test point", ""]
-        lines += ["| K | (b) step ms | (c+flush) step ms | b speed-up | L_k ms/point (k = K) |", "|---|---|---|---|---|"]
-        for K, v in s["K"].items():
-            c = v["c_flush_step_ms"]
-            lk = s["Lk_ms_per_point"].get(K, s["Lk_ms_per_point"].get(str(K)))
-            lines.append(f"| {K} | {v['b_step_ms']:.1f} | {fmt(c, 1)} | {fmt(c / v['b_step_ms'] if c else None, 2)} | {fmt(lk, 2)} |")
-        lines += ["", "Scaling with stochastic layers (h1 50, others 100, MLPs 100-100; K = 50)", "",
-                  "| layers | (b) step ms | L_500 ms/point |", "|---|---|---|"]
-        for L, v in s["layers"].items():
-            lines.append(f"| {L} | {v['b_step_ms_K50']:.1f} | {v['L500_ms_per_point']:.1f} |")
+        c = e["configs"]
+        best = max((n for n in c if n.startswith("naive")), key=lambda n: c[n]["points_per_s"])
+        lines += ["", f"L_5000, BURDA_2_LAYER, {e['points']} test points (rates extrapolate to 10,000)", "",
+                  "| configuration | points/s | 10k points (min) | GFLOP/point | of peak | peak MB | above idle MB | default / this | mean L_5000 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, s in c.items():
+            lines.append(f"| {name} | {s['points_per_s']:.2f} | {s['full_test_set_minutes']:.1f} | {s['gflop_per_point']:.2f} | "
+                         f"{s['fraction_of_peak']:.0%} | {s['peak_mb']:.0f} | {s['above_idle_mb']:.0f} | "
+                         f"{c['project default']['points_per_s'] / s['points_per_s']:.2f} | {s['mean_ll']:.3f} |")
+        lines += ["", f"tuned naive reference: {best}; default vs network path, same noise: max |L_5000 difference| "
+                      f"{e['max_abs_diff_default_vs_network']:.2e}"]
     return "\n".join(lines)
 
 
@@ -618,22 +620,29 @@ def main(argv=None):
         print(json.dumps(eval_worker(json.loads(sys.argv[2]))))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer configurations, subsets and repeats")
-    p.add_argument("--sections", default="train,data,eval,scaling")
+    p.add_argument("--quick", action="store_true", help="fewer configurations, rounds and points")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from {', '.join(SECTIONS)}")
     p.add_argument("--out", type=Path, default=HERE / "results.json")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("IWAE_PL_DATA_DIR", "/work/shared/data")))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="autocast dtype for every variant (default float32: no autocast)")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 matrix products on CUDA")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    p.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision to compare to, or 'none'")
     p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--eval-rounds", type=int, default=3)
+    p.add_argument("--eval-rounds", type=int, default=2)
     p.add_argument("--eval-points", type=int, default=50)
-    p.add_argument("--budget", type=float, default=None, help="seconds of (b) per variant and round")
-    p.add_argument("--max-rounds-steps", type=int, default=200)
-    p.add_argument("--warm-steps", type=int, default=None)
+    p.add_argument("--budget", type=float, default=None, help="seconds per variant and round")
+    p.add_argument("--warm-steps", type=int, default=300)
     args = p.parse_args(argv)
+    sections = args.sections.split(",")
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        p.error(f"unknown section {bad[0]!r}; allowed: {', '.join(SECTIONS)}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device!r}: CUDA is not available here; allowed: cpu")
     args.rounds = args.rounds or (2 if args.quick else 3)
-    args.budget = args.budget or (1.0 if args.quick else 2.5)
-    args.warm_steps = args.warm_steps if args.warm_steps is not None else (200 if args.quick else 1000)
+    args.budget = args.budget or (1.0 if args.quick else 3.0)
     if args.threads:
         torch.set_num_threads(args.threads)
     import logging
@@ -642,51 +651,43 @@ def main(argv=None):
     import pytorch_lightning  # noqa: F401  (configures its loggers on import: quiet them afterwards)
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-
-    import iwae_pl
-    res = {"meta": {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "quick": args.quick,
+    res = {"meta": {"command": " ".join(["python benchmarks/bench.py", *sys.argv[1:]]), "quick": args.quick,
                     "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "load_before": os.getloadavg(), "baseline": args.baseline,
-                    "warm_steps": args.warm_steps, "rounds": args.rounds, "time": time.strftime("%Y-%m-%d %H:%M:%S")}}
-    try:
-        res["meta"]["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-        res["meta"]["commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                               capture_output=True, text=True).stdout.strip()
-    except (OSError, StopIteration):
-        pass
-    base = None
-    ctx_tmp = Path(tempfile.mkdtemp(prefix="iwae_bench_base_"))
-    if args.baseline != "none":
-        try:
-            base = load_baseline(args.baseline, ctx_tmp)
-        except (subprocess.CalledProcessError, ImportError, OSError) as err:
-            log(f"baseline {args.baseline!r} not available ({err}); running without before/after columns")
-            res["meta"]["baseline"] = None
-    ctx = Ctx(args, iwae_pl, base)
-    if base is not None:
-        shutil.copytree(ctx_tmp / "iwae_pl_base", ctx.tmp / "base" / "iwae_pl_base")
+                    "torch": torch.__version__, "device": args.device, "dtype": args.dtype, "tf32": args.tf32,
+                    "load_before": load_avg(), "warm_steps": args.warm_steps, "rounds": args.rounds,
+                    "time": time.strftime("%Y-%m-%d %H:%M:%S")}}
+    with contextlib.suppress(OSError, StopIteration):
+        res["meta"]["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                                  if line.startswith("model name"))
+    if args.device.startswith("cuda"):
+        res["meta"]["cpu"] = torch.cuda.get_device_name()
+    res["meta"]["commit"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                           capture_output=True, text=True).stdout.strip() or None
+    ctx = Ctx(args)
     t_start = time.perf_counter()
-    log(f"warm start: {args.warm_steps} steps of IWAE K=5 ...")
-    ctx.state = warm_state(ctx, args.warm_steps)
-    torch.save(ctx.state, ctx.tmp / "warm.pt")
-    res["naive_check_max_abs_diff"] = check_naive_matches(ctx)
-    sections = args.sections.split(",")
-    for name, fn in [("train", section_train), ("data", section_data), ("eval", section_eval), ("scaling", section_scaling)]:
+    log(f"load average {res['meta']['load_before']}; warm start: {args.warm_steps} steps of IWAE K=5 ...")
+    section_peak(ctx, res)  # every run: the fractions of peak need it
+    for name in SECTIONS[1:]:
         if name in sections:
             log(f"section {name} ...")
             t0 = time.perf_counter()
-            fn(ctx, res)
+            globals()[f"section_{name}"](ctx, res)
             res.setdefault("section_seconds", {})[name] = time.perf_counter() - t0
-    res["meta"]["load_after"] = os.getloadavg()
+    res["peak"]["end"] = measure_peak(ctx, "end")
+    for block in [*res.get("train", {}).values(), res.get("pythae", {})]:  # fractions against the final peak
+        for v in block.get("variants", {}).values():
+            v["fraction_of_peak"] = v["gflops"] / peak_now(res)
+    for v in res.get("eval", {}).get("configs", {}).values():
+        v["fraction_of_peak"] = v["gflop_per_point"] * v["points_per_s"] / peak_now(res)
+    res["meta"]["load_after"] = load_avg()
     res["meta"]["total_seconds"] = time.perf_counter() - t_start
     text = report(res)
     res["table"] = text
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1, default=str))
-    log(f"wrote {args.out}")
+    log(f"wrote {args.out} ({res['meta']['total_seconds'] / 60:.1f} min)")
     shutil.rmtree(ctx.tmp, ignore_errors=True)
-    shutil.rmtree(ctx_tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
-"""A naive IWAE, the way most public implementations are written: the reference the benchmark compares to.
+"""The straightforward reference: a per-sample IWAE as public implementations write it.
 
-Every one of the S = M*K samples of a data point goes through the *whole* encoder: x is repeated S
-times (``x.repeat(S, 1)``) before the first layer, although the first MLP does not depend on the
-sample. Densities are the textbook formulas (Gaussian log-density from (h - mu) / sigma, Bernoulli
-log-likelihood through ``binary_cross_entropy_with_logits``), the IWAE loss is autograd through
-``logsumexp``, noise is ``torch.randn``. The architecture and parameters are copied from an
-``IWAENetwork``, so with the same noise both give the same log-weights (``bench.py`` checks this).
+Every one of the S samples of a data point goes through the *whole* encoder: x is repeated S times
+(``x.repeat(S, 1)``) before the first layer. The networks are plain ``nn.Sequential`` modules, the
+densities are the textbook formulas (Gaussian log-density from (h - mu) / sigma, the Bernoulli term
+through ``binary_cross_entropy_with_logits``), the IWAE loss is autograd through ``logsumexp``, noise
+is ``torch.randn``. Architecture and parameters are copied from an ``IWAENetwork``, so on the same
+noise both give the same log-weights (tests/test_bench_references.py).
 
 Nothing here is used by the package; it exists only to be measured against.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -30,9 +31,10 @@ class _Gaussian(nn.Module):
     def __init__(self, mlp: nn.Sequential, head: nn.Linear):
         super().__init__()
         d = head.out_features // 2
-        self.mlp = mlp
-        self.mean = nn.Linear(head.in_features, d)
-        self.log_sigma = nn.Linear(head.in_features, d)
+        self.mlp = copy.deepcopy(mlp)
+        like = {"dtype": head.weight.dtype, "device": head.weight.device}
+        self.mean = nn.Linear(head.in_features, d, **like)
+        self.log_sigma = nn.Linear(head.in_features, d, **like)
         with torch.no_grad():
             self.mean.weight.copy_(head.weight[:d])
             self.mean.bias.copy_(head.bias[:d])
@@ -49,11 +51,10 @@ class NaiveIWAE(nn.Module):
 
     def __init__(self, net):
         super().__init__()
-        import copy
-        self.enc = nn.ModuleList(_Gaussian(copy.deepcopy(b.mlp), b.head) for b in net.encoder.blocks)
-        self.dec = nn.ModuleList(_Gaussian(copy.deepcopy(b.mlp), b.head) for b in net.decoder.blocks)
-        visible = net.decoder.visible  # a plain Sequential: none of the project's in-place activations
-        self.visible = nn.Sequential(*copy.deepcopy(visible.mlp), copy.deepcopy(visible.head))  # -> 784 logits
+        self.enc = nn.ModuleList(_Gaussian(b.mlp, b.head) for b in net.encoder.blocks)
+        self.dec = nn.ModuleList(_Gaussian(b.mlp, b.head) for b in net.decoder.blocks)
+        visible = net.decoder.visible
+        self.visible = nn.Sequential(*copy.deepcopy(visible.mlp), copy.deepcopy(visible.head))  # -> D logits
 
     def log_weights(self, x: Tensor, n: int, eps: list[Tensor] | None = None) -> Tensor:
         """log w for n samples of every data point, [n, B] (eps, if given: per layer [n, B, d])."""
@@ -75,13 +76,10 @@ class NaiveIWAE(nn.Module):
         log_px = -F.binary_cross_entropy_with_logits(logits, xr, reduction="none").sum(-1)
         return (log_px + log_p - log_q).view(n, B)
 
-    def loss(self, x: Tensor, M: int, K: int, grad_hook=None) -> Tensor:
+    def loss(self, x: Tensor, M: int, K: int) -> Tensor:
         """-MIWAE(M, K) bound averaged over the batch (IWAE for M = 1): autograd through logsumexp."""
         lw = self.log_weights(x, M * K).view(M, K, -1)
-        if grad_hook is not None:
-            lw.register_hook(grad_hook)
-        bound = (torch.logsumexp(lw, 1) - math.log(K)).mean(0)
-        return -bound.mean()
+        return -(torch.logsumexp(lw, 1) - math.log(K)).mean()
 
     @torch.no_grad()
     def log_likelihood(self, x: Tensor, k: int = 5000, chunk: int = 100) -> Tensor:

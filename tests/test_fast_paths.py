@@ -2,7 +2,7 @@
 
 Correctness only (no timing): the vectorized noise, the fused Bernoulli log-likelihood and its
 hand-written backward, the evaluation-only (no autograd) network path with in-place activations,
-row blocks and scratch buffers, the subnormal-gradient flush of the objectives, the add-chain
+row blocks and scratch buffers, the fused visible layer and training tanh, the add-chain
 log-weight sum, the point-grouped L_k, the CPU evaluation pass (eval_pass.py) and its threads, and
 the fused Adam.
 """
@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from iwae_pl import OBJECTIVES, ConfigError, IWAENetwork, LayerSpec, log_likelihood, make_objective
-from iwae_pl.model import objectives as objectives_module
 from iwae_pl.fast.eval_pass import EvalPass, supports
 from iwae_pl.model.likelihood import auto_chunk
 from iwae_pl.model.log_weights import LogWeights
@@ -68,6 +67,21 @@ def test_indexed_normal_empty_batch():
 
 
 # ------------------------------------------------------------------------------------------ Bernoulli term
+def made_by(t, name):
+    """Whether t's autograd node, or the node just before a final view, is an autograd function `name`."""
+    fn = t.grad_fn
+    return name in type(fn).__name__ or any(f is not None and name in type(f).__name__ for f, _ in fn.next_functions)
+
+
+@pytest.fixture
+def fused_always(monkeypatch):
+    """The fused autograd functions at any size (they normally start at FUSED_MIN elements)."""
+    import iwae_pl.fast.bernoulli as bernoulli_module
+    import iwae_pl.fast.inplace as inplace_module
+    monkeypatch.setattr(bernoulli_module, "FUSED_MIN", 0)
+    monkeypatch.setattr(inplace_module, "FUSED_MIN", 0)
+
+
 def straightforward_bernoulli(x, logits):
     return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
 
@@ -95,6 +109,116 @@ def test_bernoulli_log_prob_non_contiguous_and_extreme_logits():
     assert torch.isfinite(bernoulli_log_prob(x, logits)).all()
 
 
+@pytest.mark.parametrize("S", [(1,), (3,), (2, 4)])
+@pytest.mark.parametrize("binary", [True, False])
+def test_fused_visible_layer_values_and_gradients(S, binary, fused_always):
+    """VisibleBernoulli (head + pixel term in one autograd function) equals head-then-reference on the
+    same input: values and the gradients of the input and of the head's weight and bias (float64)."""
+    torch.manual_seed(0)
+    block = BernoulliBlock(4, (6, 5), 11, "tanh").double()
+    with torch.no_grad():
+        block.head.weight.mul_(15.0)  # logits far beyond +-20 too
+    t = torch.randn(*S, 3, 4, dtype=torch.float64, requires_grad=True)
+    x = (torch.rand(3, 11) < 0.5).double() if binary else torch.rand(3, 11, dtype=torch.float64)
+    ref = straightforward_bernoulli(x, block(t))
+    fast = block.log_prob(x, t)
+    assert fast.shape == ref.shape == (*S, 3) and made_by(fast, "VisibleBernoulli")
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-10)
+    w = torch.randn(ref.shape, dtype=torch.float64)
+    params = [t, *block.parameters()]
+    for a, b in zip(torch.autograd.grad((fast * w).sum(), params), torch.autograd.grad((ref * w).sum(), params)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-8)  # F.softplus is linear past 20: < e^-20 apart
+
+
+def test_fused_visible_layer_gradcheck_and_float32():
+    from iwae_pl.fast.bernoulli import VisibleBernoulli
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(2, 3, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(7, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    bias = torch.randn(7, dtype=torch.float64, generator=g, requires_grad=True)
+    x = (torch.rand(3, 7, generator=g) < 0.5).double()
+    assert torch.autograd.gradcheck(lambda a, w, b: VisibleBernoulli.apply(a, w, b, x), (a, weight, bias))
+    # float32 at MNIST size: as close to the float64 reference as float32 rounding allows
+    block = BernoulliBlock(50, (200,), 784, "tanh")
+    t32 = torch.randn(40, 20, 50)
+    x32 = (torch.rand(20, 784) < 0.3).float()
+    ref = straightforward_bernoulli(x32.double(), copy.deepcopy(block).double()(t32.double()))
+    got = block.log_prob(x32, t32)
+    assert made_by(got, "VisibleBernoulli")  # the default at this size
+    err = (got.double() - ref).abs().max()
+    assert err < 1e-6 * ref.abs().max() + 1e-4, err
+
+
+def test_fused_visible_layer_steps_aside_for_hooks_and_data_gradients(fused_always):
+    block = BernoulliBlock(4, (6,), 11, "tanh").double()
+    t = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    x = (torch.rand(3, 11) < 0.5).double().requires_grad_()
+    out = block.log_prob(x, t)  # x needs a gradient: the reference expression
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(gx, block(t).detach().sum(0))  # d/dx of sum x l - softplus(l) is l
+    seen = []
+    block.head.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    block.log_prob(x.detach(), t)
+    assert seen == [torch.Size([2, 3, 11])]
+
+
+def test_fused_paths_step_aside_under_autocast(fused_always):
+    """Under mixed precision the reference's float32 ops (softplus, tanh) must stay as autocast makes them."""
+    block = BernoulliBlock(4, (6,), 11, "tanh")
+    t = torch.randn(2, 3, 4, requires_grad=True)
+    x = (torch.rand(3, 11) < 0.5).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, ref = block.log_prob(x, t), straightforward_bernoulli(x, block(t))
+    assert torch.equal(fast, ref)
+
+
+def test_softplus_sum_and_log_prod():
+    from iwae_pl.fast.bernoulli import log_prod_, softplus_sum_
+    g = torch.Generator().manual_seed(4)
+    for D in (784, 16, 12, 7):  # even to 16 groups, partly, and odd
+        logits = torch.randn(5, D, dtype=torch.float64, generator=g) * 30
+        exact = torch.logaddexp(logits, torch.zeros(())).sum(-1)  # log(1 + e^l) (F.softplus is linear past 20)
+        torch.testing.assert_close(softplus_sum_(logits.clone()), exact, rtol=1e-13, atol=1e-10)
+        v = torch.rand(5, D, dtype=torch.float64, generator=g) * 1.5 + 0.5
+        torch.testing.assert_close(log_prod_(v.clone()), v.log().sum(-1), rtol=1e-13, atol=1e-12)
+
+
+def test_training_tanh_equals_tanh_to_rounding_with_its_gradient(fused_always):
+    from iwae_pl.fast.inplace import TrainingTanh
+    for dtype, tol in ((torch.float64, 1e-15), (torch.float32, 2.5e-7)):
+        t = torch.linspace(-12, 12, 20001, dtype=dtype)
+        y = TrainingTanh.apply(t.clone())
+        assert (y.double() - torch.tanh(t.double())).abs().max() <= tol
+    t = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: TrainingTanh.apply(a * 1.0), (t,))
+    # in an MLP with autograd: the same values and gradients as nn.Tanh, to float64 rounding
+    net = IWAENetwork(9, [LayerSpec(3, (6, 5))]).double()
+    mlp, t = net.encoder.blocks[0].mlp, torch.randn(2, 4, 9, dtype=torch.float64, requires_grad=True)
+    fast, ref = mlp_forward(mlp, t), mlp(t)
+    assert made_by(fast, "TrainingTanh")
+    torch.testing.assert_close(fast, ref, rtol=1e-13, atol=1e-15)
+    for a, b in zip(torch.autograd.grad(fast.square().sum(), [t, *mlp.parameters()]),
+                    torch.autograd.grad(ref.square().sum(), [t, *mlp.parameters()])):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_mlp_rows_as_one_matrix_keep_the_sample_shape_and_make_no_gradient_copies(fused_always):
+    """In-place tanh on a Linear output that is a view made autograd copy whole gradients (CopySlices);
+    mlp_forward runs the rows as one matrix, so no such node appears in the graph."""
+    net = IWAENetwork(9, [LayerSpec(3, (6, 5))])
+    t = torch.randn(2, 4, 9, requires_grad=True)
+    out = mlp_forward(net.encoder.blocks[0].mlp, t)
+    assert out.shape == (2, 4, 5)
+    torch.testing.assert_close(out, net.encoder.blocks[0].mlp(t), rtol=0, atol=3e-7)
+    seen, stack = set(), [out.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            stack += [f for f, _ in fn.next_functions]
+    assert not any("CopySlices" in type(f).__name__ or "AsStrided" in type(f).__name__ for f in seen)
+
+
 # ------------------------------------------------------------------------------------------ evaluation path
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu", "softplus", "gelu"])
 def test_mlp_forward_in_place_activations(activation):
@@ -110,7 +234,7 @@ def test_mlp_forward_in_place_activations(activation):
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
 @pytest.mark.parametrize("estimator", ["reparam", "dreg"])
-def test_in_place_activations_keep_training_gradients(activation, estimator):
+def test_in_place_activations_keep_training_gradients(activation, estimator, fused_always):
     def grads(fast):
         torch.manual_seed(0)
         net = IWAENetwork(6, [LayerSpec(4, (8, 7), activation), LayerSpec(2, (5,), activation)], fast=fast).double()
@@ -171,38 +295,15 @@ def test_log_joint_ratio_add_chain_equals_stacked_sums(net, x):
     torch.testing.assert_close(one.log_joint_ratio, lw.log_p[0] - lw.log_q[0])
 
 
-# ------------------------------------------------------------------------------------------ gradient flush
-
-
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
-@pytest.mark.parametrize("estimator", ["reparam", "stl", "dreg"])
-def test_gradient_flush_changes_no_gradient(monkeypatch, name, estimator):
-    """Float32, log-weights hundreds of nats apart (so that many weights are subnormal): the
-    gradients with the flush equal those of plain autograd without it."""
-    net = make_net(((4, (8, 7)), (2, (5,))), dtype=torch.float32)
-    with torch.no_grad():
-        net.encoder.blocks[0].head.bias[4:] += 3.0  # a wide posterior: a large spread of log-weights
-    x = make_data(dtype=torch.float32)
-    M, K = (1, 50) if name in ("vae", "iwae") else (2, 25)
-    objective = make_objective(name, M, K, estimator)
-    eps = [torch.randn(M, K, len(x), d, generator=torch.Generator().manual_seed(d)) for d in net.latent_sizes]
-    bound, fast = surrogate_grads(net, objective, x, eps)
-    monkeypatch.setattr(objectives_module, "_flushed", lambda t: t)
-    ref_bound, ref = surrogate_grads(net, objective, x, eps)
-    torch.testing.assert_close(bound, ref_bound, rtol=0, atol=0)
-    for a, b in zip(fast, ref):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
-
-
-def test_flush_zeroes_only_negligible_gradient_entries():
+# ------------------------------------------------------------------------------------------ no gradient flush
+def test_log_weight_gradients_are_the_plain_normalized_weights_subnormals_included():
+    """The subnormal-gradient hook is gone (it bought 0-4 % on the machines measured; torch.set_flush_denormal
+    is the one-line alternative): the gradient reaching the log-weights is softmax itself, tiny entries kept."""
     log_w = torch.tensor([[[0.0], [-10.0], [-40.0], [-95.0], [-200.0]]]).requires_grad_()  # [1, 5, 1]
     objective = make_objective("iwae", 1, 5)
     (grad,) = torch.autograd.grad(objective(log_w).surrogate.sum(), log_w)
-    plain = torch.softmax(log_w.detach(), 1)
-    tiny = torch.finfo(torch.float32).tiny ** 0.5
-    torch.testing.assert_close(grad, torch.where(plain < tiny, torch.zeros(()), plain), rtol=1e-6, atol=0)
-    assert plain[0, 3, 0] > 0 and grad[0, 3, 0] == 0     # exp(-95) ~ 5e-42 is subnormal: flushed
-    assert grad[0, 2, 0] > 0                             # exp(-40) ~ 4e-18 > 1.1e-19: kept
+    torch.testing.assert_close(grad, torch.softmax(log_w.detach(), 1), rtol=1e-6, atol=0)
+    assert 0 < grad[0, 3, 0] < torch.finfo(torch.float32).tiny  # exp(-95) ~ 5e-42: a subnormal, kept
 
 
 # ------------------------------------------------------------------------------------------ L_k

@@ -1,19 +1,56 @@
-"""The Bernoulli pixel term log p(x | h1) made cheap: the fast path of ``model.densities.bernoulli_log_prob``.
+"""The Bernoulli pixel term log p(x | h1): the fast path of ``model.densities.bernoulli_log_prob``.
 
-It is the largest elementwise term of every pass ([*S, B, D] logits, D = 784 for MNIST). With autograd
-(training), ``bernoulli_log_prob`` uses a hand-written backward; without it (evaluation),
-``visible_log_prob`` runs the visible block over row blocks that stay in the CPU caches and writes the
-logits into the thread's reused buffer. Same values and gradients as the reference
-(tests/test_fast_paths.py).
+It is the largest elementwise term of every pass ([*S, B, D] logits, D = 784 for MNIST), and torch's
+``softplus`` kernel costs several times an ``exp`` per element on a CPU. Two rewrites do the work:
+
+- softplus(l) = relu(l) - log sigmoid(|l|) with sigmoid(|l|) in [1/2, 1], so the per-pixel logs
+  become one log per 16 pixels of their product (``log_prod_``);
+- in training, ``VisibleBernoulli`` is the visible head and the pixel term as one autograd function:
+  its forward writes G = sigmoid(l) - x over the logits (the only tensor the backward needs), and its
+  backward is three matrix products with the upstream gradient folded into the small [rows, H] side:
+  no elementwise pass over [rows, D] at all.
+
+Without autograd (evaluation), ``visible_log_prob`` runs the visible block over row blocks that stay
+in the CPU caches and writes the logits into the thread's reused buffer. Same values and gradients
+as the reference up to float rounding (tests/test_fast_paths.py).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
-from .inplace import has_hooks, mlp_forward
+from .inplace import FUSED_MIN, autocast_on, has_hooks, mlp_forward
 from .workspace import Workspace
+
+_TREE_LEVELS = 4  # products of up to 2^4 = 16 factors in [1/2, 1]: >= 2^-16, exact to a few ulp
+
+
+def log_prod_(v: Tensor) -> Tensor:
+    """sum over the last dimension of log(v), for v in [1/2, 2] (overwrites v): [R, D] -> [R].
+
+    Halves the last dimension by multiplying its two halves in place (while it is even, up to
+    ``_TREE_LEVELS`` times), so the log runs on D / 16 products instead of D factors.
+    """
+    for _ in range(_TREE_LEVELS):
+        if v.shape[-1] % 2:
+            break
+        half = v.shape[-1] // 2
+        v = v[..., :half].mul_(v[..., half:])
+    return v.log_().sum(-1)
+
+
+def softplus_sum_(logits: Tensor) -> Tensor:
+    """sum_d softplus(l_d) over the last dimension (overwrites logits): [R, D] -> [R].
+
+    sum_d relu(l_d) = (sum_d l_d + sum_d |l_d|) / 2 (``linalg.vector_norm(l, 1)`` is several times
+    slower than ``abs_`` and a sum on a CPU).
+    """
+    total = logits.sum(-1)
+    r = logits.abs_()
+    total.add_(r.sum(-1)).mul_(0.5)
+    return total.sub_(log_prod_(r.sigmoid_()))
 
 
 def dot_last(logits: Tensor, x: Tensor) -> Tensor:
@@ -29,33 +66,76 @@ def dot_last(logits: Tensor, x: Tensor) -> Tensor:
     return (x * logits).sum(-1)
 
 
-class _BernoulliLogProb(torch.autograd.Function):
-    """sum_d x_d l_d - softplus(l_d) with a hand-written backward: d/dl = (x - sigmoid(l)) * grad.
+def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
+    """log Bernoulli(x; sigmoid(logits)) summed over pixels; x [B, D] broadcasts against [*S, B, D].
 
-    Autograd of the two-term expression keeps the product x * l, the softplus output and two
-    expanded gradients alive and makes five passes over the [*S, B, D] logits in the backward;
-    this takes three (sigmoid, subtract, scale, in place), and forward skips the product tensor.
+    With autograd this is the reference expression (the fused training path is ``VisibleBernoulli``,
+    which needs the head's input); without it, the softplus sum of ``softplus_sum_`` on a copy.
+    """
+    if torch.is_grad_enabled() and (logits.requires_grad or x.requires_grad):
+        return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
+    return dot_last(logits, x) - softplus_sum_(logits.clone(memory_format=torch.contiguous_format))
+
+
+def _x_dot_logits(a: Tensor, xw: Tensor, xb: Tensor) -> Tensor:
+    """sum_d x_bd l_sbd for l = a W^T + b, from the [S', B, H] side: a_sb . (W^T x_b) + b . x_b.
+
+    a [S', B, H], xw = x @ W [B, H], xb = x @ b [B] -> [S', B] (no pass over the [S', B, D] logits).
+    """
+    return torch.einsum("sbh,bh->sb", a, xw).add_(xb)
+
+
+def _scratch(rows: int, cols: int, like: Tensor) -> Tensor:
+    """A [rows, cols] buffer: the thread's reused one up to _SCRATCH_MAX elements, else a fresh one."""
+    if rows * cols > _SCRATCH_MAX:
+        return like.new_empty(rows, cols)
+    return Workspace.local().get("bernoulli scratch", rows, cols, like.dtype, device=like.device)
+
+
+class VisibleBernoulli(torch.autograd.Function):
+    """log p(x | a) = sum_d x_d l_d - softplus(l_d) with l = a W^T + b, as one autograd function.
+
+    Inputs: a [S', B, H] (the visible MLP's output; row (s, b) is sample s of point b), weight [D, H],
+    bias [D], x [B, D] (data: no gradient). Output [S', B]. The forward keeps G = sigmoid(l) - x,
+    -d log p / d l, in the logits' memory; with g the upstream gradient [S' B], the backward is
+    grad_a = -g G W, grad_W = G^T (-g a), grad_b = G^T (-g).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, logits: Tensor) -> Tensor:
-        ctx.save_for_backward(x, logits)
-        return dot_last(logits, x) - F.softplus(logits).sum(-1)
+    def forward(ctx, a: Tensor, weight: Tensor, bias: Tensor, x: Tensor) -> Tensor:
+        S, B, H = a.shape
+        a2d = a.reshape(S * B, H)
+        logits = torch.addmm(bias, a2d, weight.t())  # [S' B, D]
+        r = _scratch(*logits.shape, logits)
+        relu = torch.clamp_min(logits, 0, out=r).sum(-1).view(S, B)
+        out = _x_dot_logits(a, x @ weight, x @ bias).sub_(relu)
+        G = logits.sigmoid_()
+        torch.maximum(torch.neg(G, out=r).add_(1), G, out=r)  # r = sigmoid(|l|): -log(1 + e^-|l|) = log r
+        out.add_(log_prod_(r).view(S, B))
+        G.view(S, B, -1).sub_(x)
+        ctx.save_for_backward(a2d, weight, G)
+        return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        x, logits = ctx.saved_tensors
-        g = grad.unsqueeze(-1)
-        grad_logits = None
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        a2d, weight, G = ctx.saved_tensors
+        g = grad.reshape(-1, 1).neg()  # [S' B, 1]
+        grad_a = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = torch.mm(G, weight).mul_(g).view(*grad.shape, -1)
         if ctx.needs_input_grad[1]:
-            grad_logits = torch.sigmoid(logits).sub_(x).mul_(g.neg())
-        grad_x = None
-        if ctx.needs_input_grad[0]:  # x is data and needs no gradient in this project; kept for generality
-            grad_x = logits * g
-            while grad_x.dim() > x.dim():
-                grad_x = grad_x.sum(0)
-            grad_x = grad_x.sum_to_size(x.shape)
-        return grad_x, grad_logits
+            grad_w = torch.mm(G.t(), a2d * g)
+        if ctx.needs_input_grad[2]:
+            grad_b = torch.mv(G.t(), g.view(-1))
+        return grad_a, grad_w, grad_b, None
+
+
+# Evaluation (no autograd): the visible block is most of the work of a pass and its [rows, D] logits
+# the largest tensor. Blocks of about ROW_BLOCK rows keep the block's activations and logits in the CPU
+# caches (every pass over a DRAM-sized tensor waits on memory); larger blocks allocate as usual.
+ROW_BLOCK = 512
+_SCRATCH_MAX = 1 << 23  # elements (32 MiB in float32)
 
 
 def softplus_(t: Tensor) -> Tensor:
@@ -66,42 +146,37 @@ def softplus_(t: Tensor) -> Tensor:
         return t.copy_(F.softplus(t))
 
 
-_FUSED_MIN = 1 << 15  # elements; below it the Python-level backward costs more than the passes it saves
-
-
-def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
-    """log Bernoulli(x; sigmoid(logits)) summed over pixels; x [B, D] broadcasts against [*S, B, D]."""
-    if torch.is_grad_enabled() and (logits.requires_grad or x.requires_grad):
-        if logits.numel() >= _FUSED_MIN:
-            return _BernoulliLogProb.apply(x, logits)
-        return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
-    return dot_last(logits, x) - F.softplus(logits).sum(-1)
-
-
-# Evaluation (no autograd): the visible block is most of the work of a pass and its [rows, D] logits
-# the largest tensor. Blocks of about ROW_BLOCK rows keep the block's activations and logits in the CPU
-# caches (every pass over a DRAM-sized tensor waits on memory); larger blocks allocate as usual.
-ROW_BLOCK = 512
-_SCRATCH_MAX = 1 << 23  # elements (32 MiB in float32)
+def _fused_applies(block: nn.Module, x: Tensor, t: Tensor) -> bool:
+    """Whether ``VisibleBernoulli`` can stand in for head + Bernoulli term: no hooks, no autocast,
+    data x [B, D] that needs no gradient."""
+    return (not has_hooks(block) and not autocast_on(t) and not x.requires_grad and x.dim() == 2
+            and t.dim() >= 2 and x.shape[0] == t.shape[-2] and x.shape[1] == block.head.out_features
+            and x.dtype == t.dtype)
 
 
 def visible_log_prob(block: nn.Module, x: Tensor, t: Tensor) -> Tensor:
-    """``bernoulli_log_prob(x, block(t))`` for a BernoulliBlock (``mlp``, ``head``): t [*S, B, d1] -> [*S, B]."""
-    if (torch.is_grad_enabled() or has_hooks(block) or t.dim() < 2 or x.dim() != 2
-            or x.shape[0] != t.shape[-2]):
+    """``bernoulli_log_prob(x, block(t))`` for a BernoulliBlock (``mlp``, ``head``).
+
+    t [*S, B, d1] -> [*S, B]. With autograd, ``VisibleBernoulli``; without it, row blocks of about
+    ROW_BLOCK rows with their logits in a reused buffer.
+    """
+    if not _fused_applies(block, x, t):
         return bernoulli_log_prob(x, block.head(mlp_forward(block.mlp, t)))
-    B, D = x.shape[0], block.head.out_features
+    B, D = x.shape
     samples = t.reshape(-1, B, t.shape[-1])  # [S', B, d1]
-    per_block = max(1, ROW_BLOCK // max(1, B))  # samples per block
-    if min(per_block, samples.shape[0]) * B * D > _SCRATCH_MAX:
-        return bernoulli_log_prob(x, block.head(mlp_forward(block.mlp, t)))
+    head = block.head
+    if torch.is_grad_enabled():
+        a = mlp_forward(block.mlp, samples)
+        if a.shape[0] * B * D < FUSED_MIN:
+            return bernoulli_log_prob(x, head(a)).view(t.shape[:-1])
+        return VisibleBernoulli.apply(a, head.weight, head.bias, x).view(t.shape[:-1])
+    per_block = max(1, ROW_BLOCK // B)  # samples per block
     out = t.new_empty(samples.shape[:2])
-    buf = Workspace.local().get("visible logits", min(per_block, samples.shape[0]) * B, D, t.dtype,
-                                device=t.device)
+    xw, xb = x @ head.weight, x @ head.bias
     for s0 in range(0, samples.shape[0], per_block):
         a = mlp_forward(block.mlp, samples[s0:s0 + per_block])  # [s, B, H]
         rows = a.shape[0] * B
-        logits = torch.addmm(block.head.bias, a.reshape(rows, -1), block.head.weight.t(), out=buf[:rows])
-        logits = logits.view(a.shape[0], B, D)
-        torch.sub(dot_last(logits, x), softplus_(logits).sum(-1), out=out[s0:s0 + per_block])
+        logits = torch.addmm(head.bias, a.reshape(rows, -1), head.weight.t(), out=_scratch(rows, D, a))
+        log_px = _x_dot_logits(a, xw, xb).sub_(softplus_sum_(logits).view(a.shape[0], B))
+        out[s0:s0 + per_block] = log_px
     return out.view(t.shape[:-1])

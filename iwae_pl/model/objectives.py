@@ -50,26 +50,6 @@ def log_mean_exp(x: Tensor, dim: int) -> Tensor:
     return torch.logsumexp(x, dim) - math.log(x.shape[dim])
 
 
-def _flush_tiny_grad(grad: Tensor) -> Tensor:
-    """Zero gradient entries below sqrt(finfo.tiny) (~1e-19 in float32, ~1e-154 in float64).
-
-    The gradient reaching a log-weight is its normalized weight w~ / B. With K >= 5 and a spread of
-    hundreds of nats between samples (typical early in training), many w~ underflow into the
-    subnormal range (< 1.2e-38 in float32). Every matmul of the backward pass then multiplies
-    subnormals, which x86 CPUs execute in microcode: the whole training step got ~1.7x slower.
-    Entries this small change no float32 gradient sum; they are set to exact zeros instead.
-    """
-    tiny = torch.finfo(grad.dtype).tiny ** 0.5 if grad.is_floating_point() else 0.0
-    return grad.masked_fill(grad.abs() < tiny, 0.0)
-
-
-def _flushed(t: Tensor) -> Tensor:
-    """t itself, with a hook that zeroes negligible (possibly subnormal) entries of its gradient."""
-    if t.requires_grad:
-        t.register_hook(_flush_tiny_grad)
-    return t
-
-
 class Objective:
     """Base class: an objective over [M, K, B] log-weights with a gradient estimator.
 
@@ -142,10 +122,8 @@ class Objective:
         value = views.value if views is not None else log_w
         if value.dim() != 3 or tuple(value.shape[:2]) != self.sample_shape:
             raise ValueError(f"{self!r} expects log-weights [M={self.M}, K={self.K}, B], got {list(value.shape)}")
-        # With K = 1 and no split every weight is exactly 1/M: no gradient entry can be negligible.
-        flush = _flushed if self.K > 1 or self.split else (lambda t: t)
         if not self.stop_q and not self.split:
-            bound = self.bound(flush(value))  # plain reparameterization: autograd of the bound itself
+            bound = self.bound(value)  # plain reparameterization: autograd of the bound itself
             return ObjectiveOutput(bound, bound)
         if self.stop_q and (views is None or not views.stop_q):
             raise ConfigError(f"{self!r} needs log-weights computed with stop_q=True (use objective.log_weights(net, x))")
@@ -154,10 +132,10 @@ class Objective:
         if self.split:
             if views.encoder is None or views.decoder is None:
                 raise ConfigError(f"{self!r} needs log-weights computed with split=True (use objective.log_weights(net, x))")
-            s = ((self.encoder_weights(v) * _flushed(views.encoder)).sum((0, 1))
-                 + (self.decoder_weights(v) * _flushed(views.decoder)).sum((0, 1)))
+            s = ((self.encoder_weights(v) * views.encoder).sum((0, 1))
+                 + (self.decoder_weights(v) * views.decoder).sum((0, 1)))
         else:
-            s = (self.weights(v) * flush(value)).sum((0, 1))
+            s = (self.weights(v) * value).sum((0, 1))
         return ObjectiveOutput(bound, bound + (s - s.detach()))
 
 
