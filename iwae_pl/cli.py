@@ -117,6 +117,10 @@ class IWAECLI(LightningCLI):
             # Data files are read now, so a missing one is reported before Lightning creates the run directory.
             self.datamodule.setup("fit" if subcommand == "fit" else subcommand)
         self._held.release()
+        if subcommand == "fit" and self.config[subcommand].get("ckpt_path"):
+            for cb in self.trainer.callbacks:
+                if isinstance(cb, LastCheckpoint):
+                    cb.keep_metrics(self.trainer)  # resuming: metrics.csv is continued, not replaced
         if "weights_only" in self._subcommand_method_arguments.get(subcommand, ()):
             self.config_init[subcommand]["weights_only"] = True  # checkpoints are data
         try:

@@ -143,8 +143,13 @@ class LastCheckpoint(Callback):
         for cb in trainer.callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.save_last:
                 cb.save_last = None  # this callback writes last.ckpt, at every epoch
+
+    def keep_metrics(self, trainer: pl.Trainer) -> None:
+        """Before ``trainer.fit`` resumes in an existing run directory: hold its metrics.csv (Lightning's CSV
+        logger deletes it when it opens the directory, before any callback runs); the rows the checkpoint
+        counts are written back when training starts. The CLI calls this."""
         metrics = self._metrics_file(trainer)
-        if trainer.ckpt_path is not None and metrics is not None and metrics.is_file():
+        if metrics is not None and metrics.is_file():
             lines = metrics.read_text().splitlines(keepends=True)
             if lines:
                 self._old_rows = (lines[0], lines[1:])

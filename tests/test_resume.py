@@ -1,0 +1,173 @@
+"""A run SIGKILLed mid-epoch and resumed with ``--ckpt_path last`` is the run it continues; checkpoint
+settings never override the command line; ``last.ckpt`` is the latest state."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from iwae_pl.cli import main
+from iwae_pl.data import BinarizedDataModule
+from iwae_pl.lightning.module import IWAEModule
+from iwae_pl.model.likelihood import log_likelihood
+from iwae_pl.model.schedules import burda_lr_factor
+from iwae_pl.runs import RunResult, run
+from iwae_pl.runs.checkpointing import count_rows, first_nonfinite
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "[{latent: 2, hidden: [8]}]"
+STEPS_PER_EPOCH = 13  # 1,297 digits at batch 100
+KILL_AT = 22          # epoch 1, batch 9: after the step-20 checkpoint, rows 20 and 21 already on disk
+BASE = ["--config", str(ROOT / "sweeps" / "quickstart.yaml"), "--trainer.enable_progress_bar", "false",
+        "--model.layers", TINY, "--model.K", "3", "--model.val_k", "5", "--model.test_k", "5000",
+        "--model.lr_schedule", "burda", "--data.batch_size", "100", "--data.eval_batch_size", "200",
+        "--test_after_fit", "false", "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "2",
+        "--trainer.log_every_n_steps", "1", "--trainer.logger.init_args.flush_logs_every_n_steps", "1",
+        "--last_checkpoint.every_n_steps", "5",
+        "--trainer.callbacks+=faults.KillAt", f"--trainer.callbacks.step={KILL_AT}"]
+
+
+def fit(cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", str(ROOT))])}
+    return subprocess.run([sys.executable, "-m", "iwae_pl", "fit", *BASE, *extra], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """An uninterrupted run (the kill is disarmed by a later start step) and a killed-then-resumed one."""
+    whole, broken = tmp_path_factory.mktemp("whole"), tmp_path_factory.mktemp("broken")
+    a = fit(whole, "--trainer.callbacks.step=100000")
+    assert a.returncode == 0, a.stderr[-3000:]
+    killed = fit(broken)
+    assert killed.returncode == -9, (killed.returncode, killed.stderr[-3000:])  # SIGKILL
+    run_dir = broken / "logs" / "quickstart" / "version_0"
+    at_kill = {"last": torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"],
+               "rows": len(rows(run_dir))}
+    resumed = fit(broken, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return whole / "logs" / "quickstart" / "version_0", run_dir, at_kill
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_exactly(runs):
+    whole, resumed, at_kill = runs
+    assert at_kill["last"] == 20              # the step-interval checkpoint before the kill (mid-epoch 1)
+    assert at_kill["rows"] > 20               # rows after that checkpoint were on disk when it died
+    assert not (resumed.parent / "version_1").exists()  # same run directory
+    a, b = weights(whole / "checkpoints" / "last.ckpt"), weights(resumed / "checkpoints" / "last.ckpt")
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    print(f"max |param difference| = {diff:.3g}")
+    assert diff <= 1e-6
+    ra, rb = RunResult.load(whole), RunResult.load(resumed)
+    for name in ("val/nll", "val/bound"):
+        print(f"{name}: {ra.metrics[name]!r} vs {rb.metrics[name]!r}")
+        assert rb.metrics[name] == pytest.approx(ra.metrics[name], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_metrics_csv_has_every_step_once(runs):
+    whole, resumed, _ = runs
+    ra, rb = rows(whole), rows(resumed)
+    steps = [int(r["step"]) for r in rb if r.get("train/bound")]
+    assert steps == list(range(3 * STEPS_PER_EPOCH))  # each step once, in order
+    assert len(rb) == len(ra)
+    for x, y in zip(ra, rb):
+        assert x.keys() == y.keys() and x["step"] == y["step"]
+        for key in x:
+            if x[key] and key not in ("step", "epoch"):
+                assert float(y[key]) == pytest.approx(float(x[key]), abs=1e-5), (key, x, y)
+
+
+@pytest.mark.slow
+def test_last_checkpoint_is_the_latest_epoch_without_validation(runs):
+    """Validation runs after epoch 1 only: last.ckpt must still hold epoch 2's end (Lightning's
+    save_last rewrote it only when val/nll was saved)."""
+    whole, _, _ = runs
+    last = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 3 * STEPS_PER_EPOCH and last["epoch"] == 2
+    best = whole.parents[2] / RunResult.load(whole).best_checkpoint  # relative to the run's working directory
+    assert torch.load(best, weights_only=True)["global_step"] == 2 * STEPS_PER_EPOCH
+    assert first_nonfinite(last) is None
+    assert last["iwae_pl_resume"]["metrics_rows"] == count_rows(whole / "metrics.csv")
+
+
+@pytest.mark.slow
+def test_command_line_wins_over_the_checkpoint(runs, tmp_path, monkeypatch):
+    """test_k given on the command line is the one used (checkpoint: 5000); lr given for a continued
+    fit is the optimizer's (scaled by the schedule), and both are echoed in the saved config."""
+    whole, _, _ = runs
+    last = whole / "checkpoints" / "last.ckpt"
+    monkeypatch.chdir(tmp_path)
+    result = run(["--ckpt_path", str(last), "--model.test_k", "100", "--data.eval_batch_size", "300",
+                  "--trainer.enable_progress_bar", "false",
+                  "--trainer.logger", "pytorch_lightning.loggers.CSVLogger",
+                  "--trainer.logger.save_dir", str(tmp_path / "t")], subcommand="test")
+    config = (Path(result.run_dir) / "config.yaml").read_text()
+    assert "test_k: 100\n" in config
+    # test/nll is L_100 of the checkpoint's network (its architecture, not the default one) on the test set
+    hp = torch.load(last, weights_only=True)["hyper_parameters"]
+    model = IWAEModule(**{k: v for k, v in hp.items() if not k.startswith("_")})
+    model.load_state_dict(weights(last))
+    dm = BinarizedDataModule(dataset="digits")
+    x, index = next(iter(dm.test_dataloader()))
+    with torch.no_grad():
+        expected = -log_likelihood(model.net, x, index, 100, seed=hp["eval_seed"]).mean()
+    assert result.metrics["test/nll"] == pytest.approx(float(expected), abs=1e-4)
+
+    # a continued fit with another lr: the optimizer takes it, scaled like the schedule
+    proc = fit(tmp_path, "--ckpt_path", str(last), "--model.lr", "1e-4", "--trainer.max_epochs", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    new_dir = tmp_path / "logs" / "quickstart" / "version_0"
+    state = torch.load(new_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    lr = state["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(1e-4 * burda_lr_factor(4), rel=1e-9)   # 4 epochs done: the lr of epoch 4
+    assert state["hyper_parameters"]["lr"] == 1e-4 and "lr: 0.0001" in (new_dir / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_other_architecture_or_dataset_is_one_line(runs, tmp_path, monkeypatch, capsys):
+    whole, _, _ = runs
+    last = whole / "checkpoints" / "last.ckpt"
+    monkeypatch.chdir(tmp_path)
+    quick = ["--config", str(ROOT / "sweeps" / "quickstart.yaml")]   # layers: latent 8, hidden [64, 64]
+    with pytest.raises(SystemExit) as info:
+        main(["test", *quick, "--ckpt_path", str(last)])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and err.count("\n") == 0 and "model.layers differs from the checkpoint's" in err
+    # a checkpoint of 784-pixel images on the 8x8 digits
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["hyper_parameters"]["input_dim"] = 784
+    ckpt["datamodule_hyper_parameters"]["dataset"] = "mnist"
+    torch.save(ckpt, tmp_path / "mnist.ckpt")
+    with pytest.raises(SystemExit) as info:
+        main(["test", "--ckpt_path", str(tmp_path / "mnist.ckpt"), "--data.dataset", "digits"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and err.count("\n") == 0 and "784-pixel images (dataset 'mnist')" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist.ckpt"]
+
+
+def test_last_without_a_run_starts_a_new_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(["--config", str(ROOT / "sweeps" / "quickstart.yaml"), "--ckpt_path", "last",
+                  "--trainer.max_steps", "3", "--trainer.enable_progress_bar", "false", "--test_after_fit", "false",
+                  "--model.layers", TINY])
+    assert Path(result.run_dir).name == "version_0"
+    assert torch.load(result.last_checkpoint, weights_only=True)["global_step"] == 3
+    assert json.loads((Path(result.run_dir) / "summary.json").read_text())["subcommand"] == "fit"
