@@ -152,8 +152,9 @@ class IWAECLI(LightningCLI):
         """A reported evaluation metric that saw a non-finite point fails the command (after recording it)."""
         counts = self.model.nonfinite_points(stage) if hasattr(self.model, "nonfinite_points") else {}
         if counts:
-            what = ", ".join(f"{name} is NaN ({n} points gave a non-finite value)" for name, n in sorted(counts.items()))
-            message = f"{stage}: {what}; the reported means are NaN, not means over the finite points"
+            what = ", ".join(f"{name} is not finite ({n} points gave a non-finite value)"
+                             for name, n in sorted(counts.items()))
+            message = f"{stage}: {what}; a mean is never taken over the finite points only"
             self._record(subcommand, stopped=message)
             raise NonFiniteError(message)
 

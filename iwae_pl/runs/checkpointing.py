@@ -132,7 +132,7 @@ class LastCheckpoint(Callback):
         self._rng_to_restore: dict[str, Any] | None = None
         self._old_rows: tuple[list[str], list[str]] | None = None  # (header line, data lines) before resuming
         self._keep_rows: int | None = None
-        self._warned = False
+        self.refused_step: int | None = None  # the last state not written because it was not finite
 
     # --- set-up -----------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -237,11 +237,8 @@ class LastCheckpoint(Callback):
         checkpoint, self._pending = self._pending, None
         if checkpoint is None or self.path is None:
             return
-        bad = first_nonfinite(checkpoint)
-        if bad is not None:
-            if not self._warned:
-                rank_zero_warn(f"{self.path} not updated: {bad} is not finite at step {checkpoint.get('global_step')}")
-                self._warned = True
+        if first_nonfinite(checkpoint) is not None:  # FiniteGuard's message reports it
+            self.refused_step = checkpoint.get("global_step")
             return
         for logger in trainer.loggers:
             logger.save()  # the rows of this state reach the disk before the checkpoint that counts them

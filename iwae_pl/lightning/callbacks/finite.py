@@ -7,7 +7,7 @@ step, the loss and the gradients of the step; and after every validation, the va
   applies it, with one line naming the step, the objective and the value; the CLI prints it and exits
   with code 3. The last checkpoint (written only from finite states) is the last good state.
 - ``action: skip``: the step's gradients are dropped (Adam leaves the parameters and moments alone), the
-  step is counted (``nonfinite/skipped_steps``, logged) and training goes on; more than ``max_skips``
+  step is counted (``nonfinite/skipped_steps``, logged at every epoch end) and training goes on; more than ``max_skips``
   skipped steps stop the run as ``stop`` would.
 
 A validation metric that saw a non-finite point is NaN (the module never averages over the finite points
@@ -72,11 +72,14 @@ class FiniteGuard(Callback):
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     p.grad = None
-            pl_module.log("nonfinite/skipped_steps", float(self.skipped))
             return
         limit = f" after {self.skipped} skipped steps (max_skips {self.max_skips})" if self.action == "skip" else ""
         raise NonFiniteError(f"training stopped at {where}: {what} is not finite, objective "
                              f"{describe_objective(pl_module)}{limit}; {self._last_good(trainer)}")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.action == "skip":  # the running count, once an epoch
+            pl_module.log("nonfinite/skipped_steps", float(self.skipped))
 
     def _culprit(self, pl_module, optimizer) -> str:
         loss = self._loss
@@ -93,16 +96,20 @@ class FiniteGuard(Callback):
     def _last_good(trainer) -> str:
         from ...runs.checkpointing import LastCheckpoint  # the runs package builds on the callbacks
 
-        path = next((cb.path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
-        if path is not None and path.is_file():
-            return f"last good checkpoint: {path}"
-        return "no checkpoint was written before it"
+        last = next((cb for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
+        if last is None or last.path is None or not last.path.is_file():
+            return "no checkpoint was written before it"
+        refused = f"; the step-{last.refused_step} state was not finite and was not written" \
+            if last.refused_step is not None else ""
+        return f"last good checkpoint: {last.path}{refused}"
 
     def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn != "fit":
+            return  # `validate` reports it itself, after recording the metrics
         counts = getattr(pl_module, "nonfinite_points", lambda stage: {})("val")
         if not counts:
             return
         what = ", ".join(f"{name} ({n} points non-finite)" for name, n in sorted(counts.items()))
         stage = "sanity check" if trainer.sanity_checking else f"validation at epoch {trainer.current_epoch}"
-        raise NonFiniteError(f"training stopped at {stage}, step {trainer.global_step}: {what} is NaN, objective "
+        raise NonFiniteError(f"training stopped at {stage}, step {trainer.global_step}: {what} is not finite, objective "
                              f"{describe_objective(pl_module)}; {self._last_good(trainer)}")
