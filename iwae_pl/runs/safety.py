@@ -38,15 +38,16 @@ def is_url(path: str | os.PathLike) -> bool:
     return urllib.parse.urlsplit(str(path)).scheme in ("http", "https")
 
 
-def load_checkpoint(path: str | os.PathLike, what: str = "ckpt_path") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, label: str | None = None) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` on CPU; one-line ``CheckpointError`` on any failure.
 
     A file whose unpickling would import and call arbitrary objects (``os.system``, a class's
     ``__reduce__``) is refused, not loaded.
     """
     path = Path(path)
+    what = label or f"ckpt_path {str(path)!r}"
     if not path.is_file():
-        raise CheckpointError(f"{what} {str(path)!r}: no such file")
+        raise CheckpointError(f"{what}: no such file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -54,16 +55,16 @@ def load_checkpoint(path: str | os.PathLike, what: str = "ckpt_path") -> dict[st
         if "weights_only" in reason or "global" in reason.lower():
             detail = reason.split("Unsupported global:")[-1].split(". ")[0].strip() if "Unsupported global:" in reason else ""
             raise CheckpointError(
-                f"{what} {str(path)!r} refused: loading it would execute code"
+                f"{what} refused: loading it would execute code"
                 f"{f' ({detail})' if detail else ''}; checkpoints are data: only files that "
                 "torch.load(weights_only=True) accepts are loaded") from None
-        raise CheckpointError(f"{what} {str(path)!r} is not a readable checkpoint (corrupt): {reason[:200]}") from None
+        raise CheckpointError(f"{what} is not a readable checkpoint (corrupt): {reason[:200]}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         reason = " ".join(str(e).split())[:200]
-        raise CheckpointError(f"{what} {str(path)!r} is not a readable checkpoint (truncated or corrupt): "
+        raise CheckpointError(f"{what} is not a readable checkpoint (truncated or corrupt): "
                               f"{type(e).__name__}: {reason}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{what} {str(path)!r} is not a Lightning checkpoint (no 'state_dict')")
+        raise CheckpointError(f"{what} is not a Lightning checkpoint (no 'state_dict')")
     return checkpoint
 
 
@@ -90,7 +91,7 @@ def fetch_checkpoint(url: str, directory: str | os.PathLike | None = None) -> tu
     target = target_dir / f"{key}-{name}"
     if target.is_file():  # cached: verified when it was written, verified again on load
         _check_sha(target, expected_sha, url)
-        return target, load_checkpoint(target, what=f"ckpt_path {url} (cached as {target})")
+        return target, load_checkpoint(target, label=f"ckpt_path {url} (cached as {target})")
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=target_dir, prefix=f".{target.name}.", suffix=".part")
@@ -108,7 +109,7 @@ def fetch_checkpoint(url: str, directory: str | os.PathLike | None = None) -> tu
         if length is not None and received != length:
             raise CheckpointError(f"ckpt_path {url}: incomplete download, received {received} of {length} bytes")
         _check_sha(tmp, expected_sha, url)
-        checkpoint = load_checkpoint(tmp, what=f"ckpt_path {url}")
+        checkpoint = load_checkpoint(tmp, label=f"ckpt_path {url}")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
