@@ -29,7 +29,7 @@ CONFIGS = {
 CASES = [
     # the config parser: types, unknown keys, files
     (["--model.lr", "abc"], 2, "model.lr='abc'"),
-    (["--model.lrr", "1"], 2, "model.lrr"),
+    (["--model.lrr", "1"], 2, "unknown setting 'model.lrr'; did you mean model.lr?"),
     (["--model.std", "sig"], 2, "model.std='sig'"),
     (["--model.objective", "iwea"], 2, "model.objective='iwea'"),
     (["--model.K", "2.5"], 2, "model.K"),
@@ -39,7 +39,7 @@ CASES = [
     (["--trainer.max_epochs", "x"], 2, "trainer.max_epochs='x'"),
     (["--trainer.callbacks+=Nope"], 2, "trainer.callbacks"),
     (["--config", "nofile.yaml"], 2, "nofile.yaml"),
-    (["--config", "@bad_yaml.yaml"], 2, "bad_yaml.yaml"),
+    (["--config", "@bad_yaml.yaml"], 2, "bad_yaml.yaml': invalid YAML at line 3"),
     (["--config", "@unknown_key.yaml"], 2, "model.lrr"),
     (["--config", "@list.yaml"], 2, "list.yaml"),
     # the project's classes

@@ -89,17 +89,21 @@ def test_eval_metric_with_a_nan_point_is_nan_not_the_finite_mean():
     assert model.nonfinite_points("test") == {}
 
 
-def test_non_finite_test_points_fail_the_command(tmp_path, monkeypatch, capsys):
-    """16 of the 300 test points get a NaN L_k (the issue's case): test/nll is NaN, not the mean of the
-    other 284, the summary keeps it, and the command exits 3 with one line giving the count."""
-    code, err, run_dir = fit(tmp_path, monkeypatch, capsys, "--trainer.max_steps", "3")
-    assert code == 0, err
+def _nan_points(monkeypatch):
     exact = IWAEModule.log_likelihood
 
     def some_nan(self, x, index, k):
         return torch.where(index % 19 == 0, torch.tensor(float("nan")), exact(self, x, index, k))
 
     monkeypatch.setattr(IWAEModule, "log_likelihood", some_nan)
+
+
+def test_non_finite_test_points_fail_the_command(tmp_path, monkeypatch, capsys):
+    """16 of the 300 test points get a NaN L_k (the issue's case): test/nll is NaN, not the mean of the
+    other 284, the summary keeps it, and the command exits 3 with one line giving the count."""
+    code, err, run_dir = fit(tmp_path, monkeypatch, capsys, "--trainer.max_steps", "3")
+    assert code == 0, err
+    _nan_points(monkeypatch)
     with pytest.raises(SystemExit) as info:
         main(["test", *BASE, "--data.eval_batch_size", "100", "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")])
     err = capsys.readouterr().err.strip()
@@ -108,3 +112,17 @@ def test_non_finite_test_points_fail_the_command(tmp_path, monkeypatch, capsys):
     summary = RunResult.load(tmp_path / "logs" / "quickstart" / "version_1")
     assert math.isnan(summary.metrics["test/nll"]) and math.isfinite(summary.metrics["test/bound"])
     assert "test/nll" in summary.stopped
+
+
+def test_non_finite_validation_stops_fit_and_fails_validate(tmp_path, monkeypatch, capsys):
+    _nan_points(monkeypatch)
+    code, err, run_dir = fit(tmp_path, monkeypatch, capsys, "--trainer.num_sanity_val_steps", "0",
+                             "--trainer.check_val_every_n_epoch", "1")
+    assert code == 3 and err.count("\n") == 0, err
+    assert "training stopped at validation at epoch 0, step 13: val/nll (11 points non-finite)" in err, err
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 10  # not the epoch's end
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(["validate", *BASE, "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 3 and "val: val/nll is not finite (11 points gave a non-finite value)" in err, err

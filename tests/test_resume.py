@@ -18,7 +18,8 @@ from iwae_pl.lightning.module import IWAEModule
 from iwae_pl.model.likelihood import log_likelihood
 from iwae_pl.model.schedules import burda_lr_factor
 from iwae_pl.runs import RunResult, run
-from iwae_pl.runs.checkpointing import count_rows, first_nonfinite
+from iwae_pl.errors import ConfigError
+from iwae_pl.runs.checkpointing import atomic_save, count_rows, find_last_checkpoint, first_nonfinite, resolve_last
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "[{latent: 2, hidden: [8]}]"
@@ -171,3 +172,36 @@ def test_last_without_a_run_starts_a_new_one(tmp_path, monkeypatch):
     assert Path(result.run_dir).name == "version_0"
     assert torch.load(result.last_checkpoint, weights_only=True)["global_step"] == 3
     assert json.loads((Path(result.run_dir) / "summary.json").read_text())["subcommand"] == "fit"
+
+
+def test_last_finds_the_highest_version_with_a_checkpoint_or_the_named_one(tmp_path):
+    root = tmp_path / "logs" / "x"
+    for v, has in ((0, True), (2, True), (10, False), (3, False)):
+        (root / f"version_{v}" / "checkpoints").mkdir(parents=True)
+        if has:
+            (root / f"version_{v}" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert find_last_checkpoint(root) == (root / "version_2" / "checkpoints" / "last.ckpt", 2)
+    assert find_last_checkpoint(root, 0) == (root / "version_0" / "checkpoints" / "last.ckpt", 0)
+    assert find_last_checkpoint(root, 3) == (None, 3)
+    assert find_last_checkpoint(tmp_path / "none") == (None, None)
+    csv_logger = {"class_path": "pytorch_lightning.loggers.CSVLogger",
+                  "init_args": {"save_dir": str(tmp_path / "logs"), "name": "x"}}
+    assert resolve_last(csv_logger, None) == (root / "version_2" / "checkpoints" / "last.ckpt", 2)
+    with pytest.raises(ConfigError, match="ckpt_path 'last' finds runs of a CSVLogger or TensorBoardLogger"):
+        resolve_last({"class_path": "iwae_pl.loggers.WandbLogger", "init_args": {}}, None)
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A disk that fills up mid-write: the old last.ckpt stays whole and no temporary file is left."""
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    atomic_save({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
+
+    def full_disk(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_save({"state_dict": {"w": torch.zeros(3)}, "global_step": 2}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
