@@ -40,8 +40,9 @@ class IWAECLI(LightningCLI):
 
     def __init__(self, *args, **kwargs) -> None:
         self._held = preflight.HeldChatter()
-        with self._held:  # released once the settings are valid (_run_subcommand)
+        with self._held:  # released once the settings are valid (_run_subcommand, or here with run=False)
             super().__init__(*args, **kwargs)
+            self._held.release()
 
     def add_arguments_to_parser(self, parser) -> None:
         # The network's input size comes from the dataset, so configs never repeat it.
@@ -90,7 +91,7 @@ class IWAECLI(LightningCLI):
         local, checkpoint = local_checkpoint(ckpt)
         parser = self._subcommand_parsers[sub]
         parser.set_defaults(preflight.checkpoint_defaults(checkpoint.get("hyper_parameters", {}), IWAEModule))
-        super().parse_arguments(self.parser, self._args)  # again, now under the checkpoint's settings
+        self.parse_arguments(self.parser, self._args)  # again, now under the checkpoint's settings
         cfg = self.config[sub]
         cfg.ckpt_path = str(local)
         if version is not None and sub == "fit":  # continue in the same run directory
@@ -115,7 +116,7 @@ class IWAECLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         if self.datamodule is not None and hasattr(self.datamodule, "setup"):
             # Data files are read now, so a missing one is reported before Lightning creates the run directory.
-            self.datamodule.setup("fit" if subcommand == "fit" else subcommand)
+            self.datamodule.setup(subcommand)
         self._held.release()
         if subcommand == "fit" and self.config[subcommand].get("ckpt_path"):
             for cb in self.trainer.callbacks:
