@@ -14,12 +14,18 @@ import torch
 
 from iwae_pl.cli import main
 from iwae_pl.data import BinarizedDataModule
+from iwae_pl.errors import ConfigError
 from iwae_pl.lightning.module import IWAEModule
 from iwae_pl.model.likelihood import log_likelihood
 from iwae_pl.model.schedules import burda_lr_factor
 from iwae_pl.runs import RunResult, run
-from iwae_pl.errors import ConfigError
-from iwae_pl.runs.checkpointing import atomic_save, count_rows, find_last_checkpoint, first_nonfinite, resolve_last
+from iwae_pl.runs.checkpointing import (
+    atomic_save,
+    count_rows,
+    find_last_checkpoint,
+    first_nonfinite,
+    resolve_last,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "[{latent: 2, hidden: [8]}]"

@@ -91,7 +91,7 @@ def test_local_payload_is_refused(evil, tmp_path, monkeypatch, capsys):
 
 
 def test_remote_payload_is_refused_and_not_kept(evil, server, tmp_path, monkeypatch, capsys):
-    path, marker = evil
+    _, marker = evil
     code, err = _test(["--ckpt_path", f"{server}/model.ckpt"], tmp_path, monkeypatch, capsys)
     assert code == 1 and err.count("\n") == 0, err
     assert "refused: loading it would execute code" in err and "127.0.0.1" in err

@@ -20,8 +20,9 @@ import math
 import numbers
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 
@@ -42,7 +43,7 @@ class HeldChatter:
         self._warnings: warnings.catch_warnings | None = None
         self._caught: list[warnings.WarningMessage] = []
 
-    def __enter__(self) -> "HeldChatter":
+    def __enter__(self) -> HeldChatter:
         hold = self
 
         class _Hold(logging.Handler):
@@ -114,7 +115,7 @@ def parser_error_line(message: str, known: Iterable[str] = ()) -> str:
         value = re.search(r"(?:Given value|Got value): (.*)", text)
         given = f"={value.group(1).strip()!r}" if value else ""
         subtypes = re.search(r"Subtypes: \[(.*)\]", text)
-        expected = re.search(r"Expected a (.+?)(?:\. Got value|$)", text, re.M)
+        expected = re.search(r"Expected a (.+?)(?:\. Got value|$)", text, re.MULTILINE)
         if subtypes:
             allowed = ", ".join(_clean_type(t) for t in re.split(r", (?![^\[]*\])", subtypes.group(1)))
             allowed = f"expected one of the types {allowed}"
@@ -190,7 +191,9 @@ def _count_or_fraction(key: str, value: Any, int_min: int, frac_low_open: bool) 
 
 def check_trainer(trainer: Any) -> None:
     """Trainer values that Lightning would accept and then fail on mid-run, or misread."""
-    t = lambda key: _get(trainer, key)  # noqa: E731
+    def t(key: str) -> Any:
+        return _get(trainer, key)
+
     _int_at_least("trainer.max_epochs", t("max_epochs"), -1, meaning=" (-1: no limit)")
     _int_at_least("trainer.min_epochs", t("min_epochs"), 0)
     _int_at_least("trainer.max_steps", t("max_steps"), -1, meaning=" (-1: no limit)")
@@ -244,7 +247,8 @@ def check_monitors(trainer: Any, model: Any) -> None:
 
 def check_writable(directory: Any, key: str) -> None:
     """The first existing ancestor of ``directory`` can be written (so the run directory can be made)."""
-    from ..data.download import _writable  # one notion of "writable" (a root process ignores os.access)
+    # one notion of "writable" (a root process ignores os.access)
+    from ..data.download import _writable
 
     if directory is None:
         return

@@ -94,7 +94,8 @@ class FiniteGuard(Callback):
 
     @staticmethod
     def _last_good(trainer) -> str:
-        from ...runs.checkpointing import LastCheckpoint  # the runs package builds on the callbacks
+        # imported here: the runs package builds on the callbacks
+        from ...runs.checkpointing import LastCheckpoint
 
         last = next((cb for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
         if last is None or last.path is None or not last.path.is_file():
