@@ -105,7 +105,8 @@ def test_non_finite_test_points_fail_the_command(tmp_path, monkeypatch, capsys):
     assert code == 0, err
     _nan_points(monkeypatch)
     with pytest.raises(SystemExit) as info:
-        main(["test", *BASE, "--data.eval_batch_size", "100", "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")])
+        main(["test", *BASE, "--data.eval_batch_size", "100",
+              "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")])
     err = capsys.readouterr().err.strip()
     assert info.value.code == 3 and err.count("\n") == 0, err
     assert "test: test/nll is not finite (16 points gave a non-finite value)" in err and "bound" not in err, err

@@ -105,7 +105,8 @@ def parser_error_line(message: str, known: Iterable[str] = ()) -> str:
         key = m.group(1).lstrip("-").split("=")[0]
         return f"unknown setting {key!r}{_suggest(key, known)} (`--help` lists the settings)"
     if m := re.search(r"does not accept (?:option|nested key) '([^']+)'", flat):
-        return f"unknown setting {m.group(1)!r} in the config{_suggest(m.group(1), known)} (`--help` lists the settings)"
+        key = m.group(1)
+        return f"unknown setting {key!r} in the config{_suggest(key, known)} (`--help` lists the settings)"
     if m := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", flat):
         return f"unknown subcommand {m.group(1)!r}; allowed: {m.group(2).replace(chr(39), '')}"
     if m := re.match(r'Parser key "config": (.*)', flat):

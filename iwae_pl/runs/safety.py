@@ -53,7 +53,9 @@ def load_checkpoint(path: str | os.PathLike, label: str | None = None) -> dict[s
     except pickle.UnpicklingError as e:
         reason = " ".join(str(e).split())
         if "weights_only" in reason or "global" in reason.lower():
-            detail = reason.split("Unsupported global:")[-1].split(". ")[0].strip() if "Unsupported global:" in reason else ""
+            detail = ""
+            if "Unsupported global:" in reason:  # e.g. "GLOBAL builtins.exec was not an allowed global"
+                detail = reason.split("Unsupported global:")[-1].split(". ")[0].strip()
             raise CheckpointError(
                 f"{what} refused: loading it would execute code"
                 f"{f' ({detail})' if detail else ''}; checkpoints are data: only files that "

@@ -112,5 +112,5 @@ class FiniteGuard(Callback):
             return
         what = ", ".join(f"{name} ({n} points non-finite)" for name, n in sorted(counts.items()))
         stage = "sanity check" if trainer.sanity_checking else f"validation at epoch {trainer.current_epoch}"
-        raise NonFiniteError(f"training stopped at {stage}, step {trainer.global_step}: {what} is not finite, objective "
-                             f"{describe_objective(pl_module)}; {self._last_good(trainer)}")
+        raise NonFiniteError(f"training stopped at {stage}, step {trainer.global_step}: {what} is not finite, "
+                             f"objective {describe_objective(pl_module)}; {self._last_good(trainer)}")
