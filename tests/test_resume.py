@@ -30,7 +30,7 @@ from iwae_pl.runs.checkpointing import (
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "[{latent: 2, hidden: [8]}]"
 STEPS_PER_EPOCH = 13  # 1,297 digits at batch 100
-KILL_AT = 22          # epoch 1, batch 9: after the step-20 checkpoint, rows 20 and 21 already on disk
+KILL_AT = 22          # epoch 1, batch 9
 BASE = ["--config", str(ROOT / "sweeps" / "quickstart.yaml"), "--trainer.enable_progress_bar", "false",
         "--model.layers", TINY, "--model.K", "3", "--model.val_k", "5", "--model.test_k", "5000",
         "--model.lr_schedule", "burda", "--data.batch_size", "100", "--data.eval_batch_size", "200",
@@ -57,35 +57,56 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """An uninterrupted run (the kill is disarmed by a later start step) and a killed-then-resumed one."""
-    whole, broken = tmp_path_factory.mktemp("whole"), tmp_path_factory.mktemp("broken")
-    a = fit(whole, "--trainer.callbacks.step=100000")
-    assert a.returncode == 0, a.stderr[-3000:]
-    killed = fit(broken)
-    assert killed.returncode == -9, (killed.returncode, killed.stderr[-3000:])  # SIGKILL
-    run_dir = broken / "logs" / "quickstart" / "version_0"
+def whole(tmp_path_factory) -> Path:
+    """The uninterrupted run (the kill is disarmed by a start step it never reaches)."""
+    cwd = tmp_path_factory.mktemp("whole")
+    proc = fit(cwd, "--trainer.callbacks.step=100000")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd / "logs" / "quickstart" / "version_0"
+
+
+# (kill step, last checkpoint then): mid-epoch 1 after the step-20 checkpoint, with rows 20 and 21 on
+# disk; and one step after the end-of-epoch-0 checkpoint (its schedule step follows on resume)
+KILLS = [(KILL_AT, 20), (STEPS_PER_EPOCH + 1, STEPS_PER_EPOCH)]
+
+
+@pytest.fixture(scope="module", params=KILLS, ids=["mid_epoch", "after_epoch_end"])
+def killed(request, tmp_path_factory) -> tuple[Path, dict]:
+    """A run SIGKILLed at a training step and resumed with --ckpt_path last."""
+    step, _ = request.param
+    cwd = tmp_path_factory.mktemp("broken")
+    proc = fit(cwd, f"--trainer.callbacks.step={step}")
+    assert proc.returncode == -9, (proc.returncode, proc.stderr[-3000:])  # SIGKILL
+    run_dir = cwd / "logs" / "quickstart" / "version_0"
     at_kill = {"last": torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"],
-               "rows": len(rows(run_dir))}
-    resumed = fit(broken, "--ckpt_path", "last")
+               "rows": len(rows(run_dir)), "expected_last": request.param[1], "step": step}
+    resumed = fit(cwd, f"--trainer.callbacks.step={step}", "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return whole / "logs" / "quickstart" / "version_0", run_dir, at_kill
+    return run_dir, at_kill
+
+
+@pytest.fixture
+def runs(whole, killed):
+    return whole, killed[0], killed[1]
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_exactly(runs):
     whole, resumed, at_kill = runs
-    assert at_kill["last"] == 20              # the step-interval checkpoint before the kill (mid-epoch 1)
-    assert at_kill["rows"] > 20               # rows after that checkpoint were on disk when it died
+    assert at_kill["last"] == at_kill["expected_last"]   # the checkpoint the continuation starts from
+    assert at_kill["rows"] == at_kill["step"]            # rows after that checkpoint were on disk when it died
     assert not (resumed.parent / "version_1").exists()  # same run directory
     a, b = weights(whole / "checkpoints" / "last.ckpt"), weights(resumed / "checkpoints" / "last.ckpt")
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
-    print(f"max |param difference| = {diff:.3g}")
+    print(f"killed at step {at_kill['step']}: max |param difference| = {diff:.3g}")
     assert diff <= 1e-6
     ra, rb = RunResult.load(whole), RunResult.load(resumed)
     for name in ("val/nll", "val/bound"):
         print(f"{name}: {ra.metrics[name]!r} vs {rb.metrics[name]!r}")
         assert rb.metrics[name] == pytest.approx(ra.metrics[name], abs=1e-5)
+    opt_a, opt_b = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
+                    for d in (whole, resumed))
+    assert opt_a["param_groups"][0]["lr"] == opt_b["param_groups"][0]["lr"]  # the schedule went on alike
 
 
 @pytest.mark.slow
@@ -103,10 +124,9 @@ def test_metrics_csv_has_every_step_once(runs):
 
 
 @pytest.mark.slow
-def test_last_checkpoint_is_the_latest_epoch_without_validation(runs):
+def test_last_checkpoint_is_the_latest_epoch_without_validation(whole):
     """Validation runs after epoch 1 only: last.ckpt must still hold epoch 2's end (Lightning's
     save_last rewrote it only when val/nll was saved)."""
-    whole, _, _ = runs
     last = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 3 * STEPS_PER_EPOCH and last["epoch"] == 2
     best = whole.parents[2] / RunResult.load(whole).best_checkpoint  # relative to the run's working directory
@@ -116,10 +136,9 @@ def test_last_checkpoint_is_the_latest_epoch_without_validation(runs):
 
 
 @pytest.mark.slow
-def test_command_line_wins_over_the_checkpoint(runs, tmp_path, monkeypatch):
+def test_command_line_wins_over_the_checkpoint(whole, tmp_path, monkeypatch):
     """test_k given on the command line is the one used (checkpoint: 5000); lr given for a continued
     fit is the optimizer's (scaled by the schedule), and both are echoed in the saved config."""
-    whole, _, _ = runs
     last = whole / "checkpoints" / "last.ckpt"
     monkeypatch.chdir(tmp_path)
     result = run(["--ckpt_path", str(last), "--model.test_k", "100", "--data.eval_batch_size", "300",
@@ -149,8 +168,7 @@ def test_command_line_wins_over_the_checkpoint(runs, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_other_architecture_or_dataset_is_one_line(runs, tmp_path, monkeypatch, capsys):
-    whole, _, _ = runs
+def test_other_architecture_or_dataset_is_one_line(whole, tmp_path, monkeypatch, capsys):
     last = whole / "checkpoints" / "last.ckpt"
     monkeypatch.chdir(tmp_path)
     quick = ["--config", str(ROOT / "sweeps" / "quickstart.yaml")]   # layers: latent 8, hidden [64, 64]
