@@ -68,7 +68,8 @@ def test_units_dead_by_construction_are_exactly_the_inactive_ones():
 
 
 def fit_with_dead_units(tmp_path, callback, **trainer_kw):
-    module = tiny_module(LAYERS, lr=0.0)   # lr = 0: the dead units stay dead
+    module = tiny_module(LAYERS)
+    module.hparams.lr = 0.0  # Adam at lr 0, so the dead units stay dead (the constructor takes lr > 0 only)
     kill_units(module.net)
     trainer = make_trainer(tmp_path, [callback], limit_train_batches=2, limit_val_batches=0, **trainer_kw)
     dm = digits()

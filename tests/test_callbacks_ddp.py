@@ -58,7 +58,8 @@ class Dump(Callback):
 def fit(tmp_path, devices):
     torch.manual_seed(0)
     layers = [{"latent": 5, "hidden": [16]}, {"latent": 3, "hidden": [8]}]
-    module = DeterministicIWAE(input_dim=64, layers=layers, K=6, lr=0.0, val_k=0, init_visible_bias=False)
+    module = DeterministicIWAE(input_dim=64, layers=layers, K=6, val_k=0, init_visible_bias=False)
+    module.hparams.lr = 0.0  # Adam at lr 0 (the constructor takes lr > 0 only)
     callbacks = [ActivityStats(num_examples=51, source="val", propagate="sample", batch_size=7),
                  EffectiveSampleSize(histogram_every_n_epochs=1), GradientSNR(num_estimates=3, batch_size=4),
                  Dump(tmp_path / f"dump{devices}.pt")]

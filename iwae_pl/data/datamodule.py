@@ -25,13 +25,13 @@ from typing import Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from iwae_pl.data.download import DataSettingError
 from iwae_pl.data.sources import SPLITS, dataset_spec, load_splits
 from iwae_pl.errors import check_int
 
-__all__ = ["BinarizedDataModule", "BinaryDataset", "identity_collate", "derive_seed"]
+__all__ = ["BinarizedDataModule", "BinaryDataset", "ResumableRandomSampler", "identity_collate", "derive_seed"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -79,6 +79,16 @@ class BinaryDataset(Dataset):
             self._generator_key = key
         return self._generator
 
+    def rng_state(self) -> torch.Tensor | None:
+        """State of the main process's binarization generator (None before its first draw, or unseeded)."""
+        return None if self._generator is None or self._generator_key != -1 else self._generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        """Continue the main process's binarization stream from ``state`` (from :meth:`rng_state`)."""
+        self._generator = torch.Generator()
+        self._generator.set_state(state)
+        self._generator_key = -1
+
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         index = torch.as_tensor(indices, dtype=torch.int64)
         x = self.data[index]
@@ -101,6 +111,49 @@ class BinaryDataset(Dataset):
         if self.seed is not None:
             x = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
         return x, torch.arange(n)
+
+
+class ResumableRandomSampler(Sampler[int]):
+    """A random permutation per epoch from ``generator`` (the draws of ``RandomSampler(generator=...)``)
+    that can stop and resume mid-epoch: :meth:`state_dict` records the generator state the current
+    permutation was drawn from and how many indices were handed out, and after :meth:`load_state_dict`
+    the next ``__iter__`` redraws that permutation and continues after them.
+    """
+
+    def __init__(self, num_samples: int, generator: torch.Generator) -> None:
+        self.num_samples = num_samples
+        self.generator = generator
+        self._epoch_state: torch.Tensor | None = None
+        self._position = 0
+        self._resume: tuple[torch.Tensor, int] | None = None
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        skip = 0
+        if self._resume is not None:
+            state, skip = self._resume
+            self._resume = None
+            self.generator.set_state(state)
+        self._epoch_state = self.generator.get_state()
+        order = torch.randperm(self.num_samples, generator=self.generator).tolist()
+        self._position = skip
+        for i in order[skip:]:
+            self._position += 1  # counted before the hand-out: a checkpoint after this batch skips it
+            yield i
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        state = {"generator": self.generator.get_state(), "position": self._position}
+        if self._epoch_state is not None:
+            state["epoch_state"] = self._epoch_state
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        position = int(state.get("position", 0))
+        if 0 < position < self.num_samples and "epoch_state" in state:  # mid-epoch
+            self._resume = (state["epoch_state"], position)
 
 
 class BinarizedDataModule(pl.LightningDataModule):
@@ -144,6 +197,8 @@ class BinarizedDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self._gray: dict[str, torch.Tensor] = {}  # float32 [N, D] gray values, per loaded split
         self._datasets: dict[str, BinaryDataset] = {}
+        self._sampler: ResumableRandomSampler | None = None  # the training loader's, once built
+        self._pending_state: dict | None = None  # restored state waiting for the training loader
 
     @property
     def input_dim(self) -> int:
@@ -177,6 +232,7 @@ class BinarizedDataModule(pl.LightningDataModule):
         self._load(splits)
         for split in splits:
             self._build(split)
+        self._apply_pending_state()
 
     def _build(self, split: str) -> None:
         gray = self._gray[split]
@@ -205,19 +261,52 @@ class BinarizedDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         # A seeded shuffle: the order does not depend on the global RNG.
-        generator = None
+        generator = sampler = None
         if shuffle:
             generator = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM["shuffle"]))
+            sampler = ResumableRandomSampler(len(self._dataset(split)), generator)
+            if split == "train":
+                self._sampler = sampler
+                self._apply_pending_state()
         return DataLoader(
             self._dataset(split),
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             collate_fn=identity_collate,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
             generator=generator,
         )
+
+    # ------------------------------------------------------------------------------------------ resuming
+
+    def state_dict(self) -> dict:
+        """Where the training stream stands: the shuffle generator and position in the epoch, and the
+        binarization generator (saved in every checkpoint by Lightning, restored by ``load_state_dict``).
+
+        Exact with ``num_workers=0`` (the default): workers hold their own copies of the generators.
+        """
+        state: dict = {}
+        if self._sampler is not None:
+            state["shuffle"] = self._sampler.state_dict()
+        train = self._datasets.get("train")
+        if train is not None and (rng := train.rng_state()) is not None:
+            state["binarization"] = rng
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending_state = dict(state_dict)
+        self._apply_pending_state()
+
+    def _apply_pending_state(self) -> None:
+        state = self._pending_state
+        if not state:
+            return
+        if "binarization" in state and "train" in self._datasets:
+            self._datasets["train"].set_rng_state(state.pop("binarization"))
+        if "shuffle" in state and self._sampler is not None:
+            self._sampler.load_state_dict(state.pop("shuffle"))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

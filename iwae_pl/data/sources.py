@@ -144,6 +144,10 @@ class _Files:
         hint = f"to get it: {how}, or set {ENV_VAR} to a directory holding {self.dataset}/{name}"
         if self.dataset in _EXTRA_HINTS:
             hint += ", " + _EXTRA_HINTS[self.dataset]
+        if (self.download and not self.data_dir.exists() and self.data_dir != Path(DEFAULT_DATA_DIR).expanduser()
+                and self.find_local(name) is None):  # a mistyped path is reported, not created
+            raise DataError(f"data_dir {str(self.data_dir)!r} does not exist; create it to download {self.dataset} "
+                            f"there, or point data_dir (or {ENV_VAR}) at the directory that holds {self.dataset}/")
         return fetch(remote, self.search_dirs, self.own_dir, allow_download=self.download, hint=hint)
 
     def find_local(self, name: str) -> Path | None:

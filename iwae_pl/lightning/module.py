@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from ..errors import ConfigError, check_float, check_int
 from ..model.likelihood import log_likelihood
 from ..model.log_weights import LogWeights
 from ..model.network import BURDA_1_LAYER, IWAENetwork, LayerSpec, as_layer_specs
@@ -75,9 +76,13 @@ class IWAEModule(pl.LightningModule):
         lr_schedule: ``constant``, or ``burda``: stage i = 0..7 runs 3^i epochs at lr * 10^(-i/7).
         init_visible_bias: Set the pixel bias to logit(training pixel mean) before fitting.
         val_k: Samples per point of ``val/nll`` = -L_k on the validation set (0 turns it off).
-        test_k: Samples per point of ``test/nll`` and ``predict`` (5000 in the papers).
+        test_k: Samples per point of ``test/nll`` and ``predict`` (5000 in the papers; 0 turns
+            ``test/nll`` off; ``predict`` needs >= 1).
         eval_seed: Seed of the per-point evaluation noise (the same points get the same noise).
         eval_chunk: Samples per point per forward pass in L_k; null picks one that bounds memory.
+
+    Evaluation metrics are means over *all* points: one non-finite point makes the metric NaN (never a
+    mean over the finite ones); ``nonfinite_points(stage)`` counts such points per metric.
     """
 
     def __init__(
@@ -103,14 +108,18 @@ class IWAEModule(pl.LightningModule):
         eval_chunk: int | None = None,
     ):
         super().__init__()
+        _check_settings(lr=lr, adam_betas=adam_betas, adam_eps=adam_eps, warmup_beta=warmup_beta, val_k=val_k,
+                        test_k=test_k, eval_seed=eval_seed, eval_chunk=eval_chunk, init_visible_bias=init_visible_bias)
         # Plain dicts in hparams: checkpoints load with torch.load(weights_only=True) and print as YAML.
         layers = [asdict(s) if isinstance(s, LayerSpec) else dict(s) for s in as_layer_specs(layers)]
         self.save_hyperparameters()
         self.net = IWAENetwork(input_dim, layers, std)
         self.objective = make_objective(objective, M, K, estimator, beta, alpha)
         self.warmup_beta = float(warmup_beta)
-        self.metrics = torch.nn.ModuleDict({f"{stage}_{name}": MeanMetric() for stage in ("val", "test")
-                                            for name in ("bound", "nll")})
+        # nan_strategy="disable": a NaN point makes the mean NaN (torchmetrics' default drops it with a warning).
+        self.metrics = torch.nn.ModuleDict({f"{stage}_{name}": MeanMetric(nan_strategy="disable")
+                                            for stage in ("val", "test") for name in ("bound", "nll")})
+        self._nonfinite: dict[str, Tensor] = {}
 
     # --- hooks ----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -150,11 +159,53 @@ class IWAEModule(pl.LightningModule):
 
     def _evaluate(self, stage: str, batch: tuple[Tensor, Tensor], k: int) -> None:
         x, index = batch
-        self.metrics[f"{stage}_bound"].update(self.objective.bound(self.eval_log_weights(x, index).value))
+        self._update(stage, "bound", self.objective.bound(self.eval_log_weights(x, index).value))
         self.log(f"{stage}/bound", self.metrics[f"{stage}_bound"], prog_bar=stage == "val")
         if k > 0:
-            self.metrics[f"{stage}_nll"].update(-self.log_likelihood(x, index, k))
+            self._update(stage, "nll", -self.log_likelihood(x, index, k))
             self.log(f"{stage}/nll", self.metrics[f"{stage}_nll"], prog_bar=True)
+
+    def _update(self, stage: str, name: str, values: Tensor) -> None:
+        """Add per-point values [B] to the stage's metric and count the non-finite ones (no host sync)."""
+        key = f"{stage}/{name}"
+        bad = (~torch.isfinite(values)).sum()
+        self._nonfinite[key] = self._nonfinite[key] + bad if key in self._nonfinite else bad
+        self.metrics[f"{stage}_{name}"].update(values)
+
+    def nonfinite_points(self, stage: str) -> dict[str, int]:
+        """{metric: number of points with a non-finite value} of the last ``stage`` epoch (this process)."""
+        return {key: int(n) for key, n in self._nonfinite.items() if key.startswith(f"{stage}/") and int(n) > 0}
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_nonfinite("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_nonfinite("test")
+
+    def _reset_nonfinite(self, stage: str) -> None:
+        self._nonfinite = {key: n for key, n in self._nonfinite.items() if not key.startswith(f"{stage}/")}
+
+    def on_predict_start(self) -> None:
+        check_int("model.test_k (samples per point of predict's L_k)", self.hparams.test_k, 1)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Optimisation settings of this run win over the checkpoint's: Lightning restores the optimizer's
+        param groups (lr, betas, eps) and the schedule's base lrs from the file, so they are rewritten
+        here from ``hparams`` (lr scaled, so that a schedule keeps its position). Equal settings leave
+        the checkpoint's values bit for bit."""
+        old = checkpoint.get("hyper_parameters", {})
+        hp = self.hparams
+        scale = hp.lr / old["lr"] if old.get("lr") else 1.0
+        for state in checkpoint.get("optimizer_states", []):
+            for group in state.get("param_groups", []):
+                for key in ("lr", "initial_lr"):
+                    if key in group:
+                        group[key] = group[key] * scale
+                group["betas"], group["eps"] = tuple(hp.adam_betas), hp.adam_eps
+        for state in checkpoint.get("lr_schedulers", []):
+            for key in ("base_lrs", "_last_lr"):
+                if key in state:
+                    state[key] = [lr * scale for lr in state[key]]
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate("val", batch, self.hparams.val_k)
@@ -170,3 +221,23 @@ class IWAEModule(pl.LightningModule):
     def log_likelihood(self, x: Tensor, index: Tensor, k: int) -> Tensor:
         """L_k per point [B] with the module's evaluation seed and chunk."""
         return log_likelihood(self.net, x, index, k, seed=self.hparams.eval_seed, chunk=self.hparams.eval_chunk)
+
+
+def _check_settings(lr, adam_betas, adam_eps, warmup_beta, val_k, test_k, eval_seed, eval_chunk,
+                    init_visible_bias) -> None:
+    """One-line ConfigError for a setting of IWAEModule that makes no sense (before anything is built)."""
+    check_float("model.lr", lr, 0.0, low_open=True)
+    betas = list(adam_betas) if isinstance(adam_betas, (list, tuple)) else None
+    if betas is None or len(betas) != 2:
+        raise ConfigError(f"model.adam_betas must be two numbers in [0, 1), got {adam_betas!r}")
+    for i, b in enumerate(betas):
+        check_float(f"model.adam_betas[{i}]", b, 0.0, 1.0, high_open=True)
+    check_float("model.adam_eps", adam_eps, 0.0)
+    check_float("model.warmup_beta", warmup_beta, 0.0)
+    check_int("model.val_k (0 disables val/nll)", val_k, 0)
+    check_int("model.test_k (0 disables test/nll)", test_k, 0)
+    check_int("model.eval_seed", eval_seed, 0)
+    if eval_chunk is not None:
+        check_int("model.eval_chunk (None: automatic)", eval_chunk, 1)
+    if not isinstance(init_visible_bias, bool):
+        raise ConfigError(f"model.init_visible_bias must be true or false, got {init_visible_bias!r}")
