@@ -277,10 +277,11 @@ def section_data(ctx, res):
     """Batch fetch time of the real DataLoaders (fixed binarized MNIST; dynamic binarization of gray MNIST)."""
     from torch.utils.data import DataLoader
 
-    from iwae_pl.data.datamodule import BinaryDataset, derive_seed, identity_collate
+    from iwae_pl import rng
+    from iwae_pl.data.datamodule import BinaryDataset, identity_collate
     args = ctx.args
     gray = read_gray_t10k(args.data_dir)
-    dynamic = DataLoader(BinaryDataset(gray, seed=derive_seed(0, 0, 0)), batch_size=B, shuffle=True,
+    dynamic = DataLoader(BinaryDataset(gray, seed=rng.stream_seed(0, "binarize_train", 0)), batch_size=B, shuffle=True,
                          collate_fn=identity_collate, num_workers=0,
                          generator=torch.Generator().manual_seed(0))
     loaders = {"fixed (binarized_mnist)": ctx.loader, "dynamic (gray t10k, Bernoulli per batch)": lambda: dynamic}
