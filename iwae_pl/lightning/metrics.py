@@ -59,9 +59,9 @@ class PerPoint(Metric):
         self.values.append(values.detach().to(torch.float64).flatten())
 
     def compute(self) -> tuple[Tensor, Tensor]:
-        if not self.index:
+        if isinstance(self.index, list) and not self.index:  # nothing seen (after a sync: tensors)
             return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
-        index, values = dim_zero_cat(self.index), dim_zero_cat(self.values)
+        index, values = dim_zero_cat(self.index).long(), dim_zero_cat(self.values)
         order = torch.argsort(index, stable=True)
         index, values = index[order], values[order]
         if len(index) > 1 and bool((index[1:] == index[:-1]).any()):
