@@ -31,13 +31,23 @@ N_EVAL = 101
 
 
 class RecordNoise(IWAEModule):
-    """Keeps the training noise of its first batch."""
+    """Keeps the training noise of its first batch, and per step this process's own mean bound and the
+    logged ``train/bound`` (which should be the mean over processes)."""
 
     def training_noise(self, x, batch_idx):
         eps = super().training_noise(x, batch_idx)
         if not hasattr(self, "first_noise"):
             self.first_noise = [e.detach().cpu().clone() for e in eps]
+            self.local_bounds, self.logged_bounds = [], []
         return eps
+
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        self.local_bounds.append(self.objective.bound(out["log_w"]).mean().item())
+        return out
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.logged_bounds.append(float(self.trainer.callback_metrics["train/bound"]))
 
 
 class FixedNoise(IWAEModule):
@@ -94,9 +104,10 @@ def main(out: str | Path, ckpt: str | Path) -> None:
     pl.seed_everything(0, verbose=False)
     noise_module = RecordNoise(input_dim=64, layers=LAYERS, K=3, val_k=0)
     world = int(os.environ.get("WORLD_SIZE", 1))  # torchrun sets it; Lightning then uses its processes
-    t = trainer(out, world, "noise", max_steps=2, limit_val_batches=0)
+    t = trainer(out, world, "noise", max_steps=2, limit_val_batches=0, log_every_n_steps=1)
     t.fit(noise_module, datamodule=BinarizedDataModule("digits", batch_size=10))
-    torch.save(noise_module.first_noise, out / f"noise_rank{t.global_rank}.pt")
+    torch.save({"noise": noise_module.first_noise, "local_bounds": noise_module.local_bounds,
+                "logged_bounds": noise_module.logged_bounds}, out / f"noise_rank{t.global_rank}.pt")
 
     grads = {}
     for name, kw in {"iwae": dict(objective="iwae", K=4), "piwae_dreg": dict(objective="piwae", M=2, K=3,

@@ -97,11 +97,22 @@ def test_predict_writes_each_index_once_with_one_process_values(runs):
 
 def test_ranks_draw_different_training_noise_and_a_rerun_the_same(runs):
     _, _, tmp = runs
-    rank0, rank1 = (torch.load(tmp / "two" / f"noise_rank{r}.pt") for r in (0, 1))
-    rerun = torch.load(tmp / "one" / "noise_rank0.pt")  # another process, same seed, rank 0, epoch 0, batch 0
+    rank0, rank1 = (torch.load(tmp / "two" / f"noise_rank{r}.pt")["noise"] for r in (0, 1))
+    rerun = torch.load(tmp / "one" / "noise_rank0.pt")["noise"]  # another process, same seed, rank 0, epoch 0, batch 0
     assert all(a.shape == b.shape for a, b in zip(rank0, rank1))
     assert all(not torch.allclose(a, b) for a, b in zip(rank0, rank1))
     assert all(torch.equal(a, b) for a, b in zip(rank0, rerun))
+
+
+def test_logged_train_bound_is_the_mean_over_processes(runs):
+    _, _, tmp = runs
+    rank0, rank1 = (torch.load(tmp / "two" / f"noise_rank{r}.pt") for r in (0, 1))
+    assert len(rank0["logged_bounds"]) == len(rank0["local_bounds"]) == 2
+    for step in range(2):
+        local = (rank0["local_bounds"][step], rank1["local_bounds"][step])
+        assert abs(local[0] - local[1]) > 1e-3  # different batches: a rank-0-only value would show
+        for logged in (rank0["logged_bounds"][step], rank1["logged_bounds"][step]):
+            assert logged == pytest.approx(sum(local) / 2, rel=1e-6)
 
 
 @pytest.mark.parametrize("objective", ["iwae", "piwae_dreg"])
