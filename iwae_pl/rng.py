@@ -52,6 +52,7 @@ _GOLDEN, _M1, _M2 = (_signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
 GROUP = 256  # pairs per group: 256 cosines, then the 256 sines of the same pairs
 _STEPS: dict[torch.device, Tensor] = {}  # (p + 1) * golden for p < GROUP, per device
 _CHUNK_ROWS = 64  # groups per pass on a CPU: 16k pairs, few enough that the buffers stay in L2 cache
+_DEVICE_CHUNK_ROWS = 1 << 14  # on a GPU: 4M pairs per pass, ~100 MB of scratch buffers
 
 
 def _mix(x: int) -> int:
@@ -147,7 +148,7 @@ def counter_normal(stream_keys: Tensor, first: int, count: int, out: Tensor | No
         groups = torch.arange(g0, g0 + ng, dtype=torch.int64, device=device).mul_(_signed(GROUP * _GOLDEN))
         base = (stream_keys.long()[:, None] + groups).view(-1)  # state before each group's first pair
         steps = _steps(device)
-        rows = min(_CHUNK_ROWS, B * ng) if device.type == "cpu" else B * ng
+        rows = min(_CHUNK_ROWS if device.type == "cpu" else _DEVICE_CHUNK_ROWS, B * ng)
         x = torch.empty(rows, GROUP, dtype=torch.int64, device=device)
         t = torch.empty_like(x)
         # Float work on contiguous buffers: unary ops on strided views fall off torch's fast CPU path.

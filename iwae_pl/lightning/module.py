@@ -138,6 +138,9 @@ class IWAEModule(pl.LightningModule):
         self._noise_seed = torch.initial_seed()
         self._noise_generator = torch.Generator(device=self.device)
 
+    def on_fit_end(self) -> None:
+        self._noise_generator = None  # a Generator does not belong in a pickled or copied module
+
     def training_noise(self, x: Tensor, batch_idx: int) -> list[Tensor] | None:
         """This batch's training noise per layer, [M, K, B, d_l], from stream ``train_noise`` keyed by
         (rank, epoch, batch): independent across processes, reproducible, fresh every epoch. None
