@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from test_ddp_eval import ROOT, torchrun
+from test_ddp_eval import torchrun
 
 pytestmark = pytest.mark.slow
 
