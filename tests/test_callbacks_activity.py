@@ -42,7 +42,7 @@ def test_activity_is_the_variance_of_the_posterior_means():
         torch.testing.assert_close(a, torch.var(m, dim=0, unbiased=False), rtol=1e-10, atol=1e-14)
     # "sample": layer 2 is fed one sample of layer 1, drawn from the per-index noise
     a_sample = unit_activity(net, x, index, propagate="sample", seed=5)
-    e1, _ = indexed_normal(5, index, 0, 1, net.latent_sizes, dtype=x.dtype)
+    e1, _ = indexed_normal(5, index, 0, 1, net.latent_sizes, dtype=x.dtype, stream="activity_noise")
     m1, log_std1 = net.encoder.blocks[0](x)
     m2, _ = net.encoder.blocks[1](m1 + log_std1.exp() * e1[0])
     torch.testing.assert_close(a_sample[0], torch.var(m1, 0, unbiased=False), rtol=1e-10, atol=1e-14)

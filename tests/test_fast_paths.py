@@ -16,28 +16,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iwae_pl import OBJECTIVES, ConfigError, IWAENetwork, LayerSpec, log_likelihood, make_objective
+from iwae_pl import ConfigError, IWAENetwork, LayerSpec, log_likelihood, make_objective
 from iwae_pl.fast.eval_pass import EvalPass, supports
 from iwae_pl.model.likelihood import auto_chunk
 from iwae_pl.model.log_weights import LogWeights
 from iwae_pl.fast.bernoulli import bernoulli_log_prob
 from iwae_pl.fast.inplace import mlp_forward
 from iwae_pl.model.network import BernoulliBlock
-from iwae_pl.model.noise import BLOCK, block_seeds, indexed_normal, stream_seed
+from iwae_pl import rng
+from iwae_pl.model.noise import BLOCK, indexed_normal
 
-from conftest import make_data, make_net, surrogate_grads
+from conftest import make_data, make_net
 
 
 # ------------------------------------------------------------------------------------------ noise
 def straightforward_indexed_normal(seed, index, start, n, dims, dtype=torch.float32):
-    """One generator per (point, block), torch.randn(BLOCK, total), concatenated and sliced."""
+    """Each point's whole stream from normal 0 (one key at a time), reshaped to samples and sliced."""
     total = sum(dims)
-    first, last = start // BLOCK, (start + n - 1) // BLOCK
     out = torch.empty(n, len(index), total)
     for b, i in enumerate(index.tolist()):
-        blocks = [torch.randn(BLOCK, total, generator=torch.Generator().manual_seed(stream_seed(seed, i, blk)))
-                  for blk in range(first, last + 1)]
-        out[:, b] = torch.cat(blocks)[start - first * BLOCK:start - first * BLOCK + n]
+        stream = rng.counter_normal(rng.keys(seed, "eval_noise", torch.tensor([i])), 0, (start + n) * total)
+        out[:, b] = stream.view(start + n, total)[start:]
     return [e.to(dtype) for e in out.split(list(dims), dim=-1)]
 
 
@@ -50,15 +49,6 @@ def test_indexed_normal_is_bit_identical_to_per_point_loop(start, n):
         for a, b in zip(fast, ref):
             assert a.dtype == dtype and a.is_contiguous() and a.shape == b.shape
             assert torch.equal(a, b)
-
-
-def test_block_seeds_match_stream_seed():
-    index = torch.tensor([0, 1, 2, 99, 2**31, 2**40 + 3, -5])
-    for seed in (0, 1, 12345, 2**62, -1):
-        seeds = block_seeds(seed, index, [0, 1, 5, 157])
-        for b, i in enumerate(index.tolist()):
-            for j, blk in enumerate([0, 1, 5, 157]):
-                assert int(seeds[b, j]) == stream_seed(seed, i, blk)
 
 
 def test_indexed_normal_empty_batch():
@@ -368,7 +358,8 @@ def test_eval_pass_equals_network_log_weights(name, rows):
     assert supports(net, x)
     for b in range(4):
         got = ev.log_weights(x[b], 40 + b, 150, seed=7, rows=rows)
-        torch.testing.assert_close(got, reference_log_weights(net, x[b], 40 + b, 150, 7), rtol=1e-12, atol=1e-10)
+        # rtol 2e-12: the untrained exp-std ReLU net reaches |log w| ~ 1e292 on some draws
+        torch.testing.assert_close(got, reference_log_weights(net, x[b], 40 + b, 150, 7), rtol=2e-12, atol=1e-10)
 
 
 def test_eval_pass_float32_and_extreme_logits():

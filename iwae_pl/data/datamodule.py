@@ -14,7 +14,10 @@ Binarization:
 
 Batches are produced by :meth:`BinaryDataset.__getitems__` (one tensor gather and one Bernoulli draw per
 batch, no per-item Python work) through a plain ``DataLoader`` with an identity ``collate_fn``, so
-Lightning can still swap in its ``DistributedSampler``.
+Lightning can still swap in its ``DistributedSampler`` for training. Under DDP the validation, test and
+predict loaders shard with ``ShardSampler`` (every point exactly once over all processes, no padding), so
+their statistics equal a one-process run; ``limit_val``/``limit_test``/``limit_predict`` evaluate the first
+N points of a split (before sharding). Every seed comes from ``iwae_pl.rng`` (named streams).
 """
 
 from __future__ import annotations
@@ -25,24 +28,35 @@ from typing import Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 
+from iwae_pl import rng
 from iwae_pl.data.download import DataSettingError
 from iwae_pl.data.sources import SPLITS, dataset_spec, load_splits
 from iwae_pl.errors import check_int
 
-__all__ = ["BinarizedDataModule", "BinaryDataset", "ResumableRandomSampler", "identity_collate", "derive_seed"]
+__all__ = ["BinarizedDataModule", "BinaryDataset", "ResumableRandomSampler", "ShardSampler", "identity_collate"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
-# Stream identifiers mixed into the seed, so that no two random streams coincide.
-_STREAM = {"train": 0, "val": 1, "test": 2, "shuffle": 3}
+_SPLIT_KEY = {"val": 1, "test": 2}  # key of a split's one-off binarization in the binarize_fixed stream
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed that depends on all ``keys`` (non-negative ints), well mixed by numpy's SeedSequence."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0]) & ((1 << 63) - 1)
+class ShardSampler(DistributedSampler):
+    """Evaluation sharding without padding: process ``rank`` of ``num_replicas`` takes indices
+    rank, rank + num_replicas, ... in order, so every point is evaluated exactly once over all
+    processes (Lightning's ``DistributedSampler`` pads with repeats to equal lengths). A subclass of
+    ``DistributedSampler``, so Lightning keeps it instead of injecting its own."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
 def identity_collate(batch: Batch) -> Batch:
@@ -74,7 +88,7 @@ class BinaryDataset(Dataset):
         info = get_worker_info()
         key = -1 if info is None else info.seed
         if self._generator is None or self._generator_key != key:
-            seed = self.seed if info is None else derive_seed(self.seed, info.seed)
+            seed = self.seed if info is None else rng.stream_seed(self.seed, "binarize_train", info.seed)
             self._generator = torch.Generator().manual_seed(seed)
             self._generator_key = key
         return self._generator
@@ -103,13 +117,13 @@ class BinaryDataset(Dataset):
     def first(self, n: int, seed: int) -> Batch:
         """The first ``n`` points, always the same ones: ``(x [n, D] 0/1, index [n])``.
 
-        Gray values are binarized once with a private generator seeded by ``seed``, so the training
+        Gray values are binarized once with a private generator (stream ``binarize_first`` of ``seed``), so the training
         batches' random stream is not advanced (diagnostics take their fixed examples here).
         """
         n = min(int(n), len(self))
         x = self.data[:n]
         if self.seed is not None:
-            x = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+            x = torch.bernoulli(x, generator=rng.generator(seed, "binarize_first"))
         return x, torch.arange(n)
 
 
@@ -169,6 +183,10 @@ class BinarizedDataModule(pl.LightningDataModule):
         seed: Seeds the dynamic binarization, the fixed val/test binarization and the shuffling.
         download: Download missing files (checksum-verified); false means local files only.
         num_workers: DataLoader worker processes (0 loads in the main process, usually fastest).
+        limit_val: Evaluate only the first N points of the validation split; null means all. Applied
+            before DDP sharding, so the same N points are evaluated on any number of processes.
+        limit_test: The same for the test split (test).
+        limit_predict: The same for the test split when predicting.
     """
 
     def __init__(
@@ -180,6 +198,9 @@ class BinarizedDataModule(pl.LightningDataModule):
         seed: int = 0,
         download: bool = True,
         num_workers: int = 0,
+        limit_val: int | None = None,
+        limit_test: int | None = None,
+        limit_predict: int | None = None,
     ) -> None:
         super().__init__()
         self.spec = dataset_spec(dataset)
@@ -187,6 +208,8 @@ class BinarizedDataModule(pl.LightningDataModule):
         self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1, DataSettingError)
         self.seed = check_int("seed", seed, 0, DataSettingError)
         self.num_workers = check_int("num_workers", num_workers, 0, DataSettingError)
+        self.limits = {name: None if n is None else check_int(f"limit_{name}", n, 1, DataSettingError)
+                       for name, n in (("val", limit_val), ("test", limit_test), ("predict", limit_predict))}
         if not isinstance(download, bool):
             raise DataSettingError(f"download must be True or False, got {download!r}")
         if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
@@ -222,6 +245,10 @@ class BinarizedDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return int(trainer.global_rank) if trainer is not None else 0
 
+    def _world_size(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(getattr(trainer, "world_size", 1)) if trainer is not None else 1
+
     def setup(self, stage: str | None = None) -> None:
         """Load what ``stage`` needs: fit -> train+val, validate -> val, test/predict -> test, None -> all."""
         if stage is not None and stage not in _STAGE_SPLITS:
@@ -239,11 +266,11 @@ class BinarizedDataModule(pl.LightningDataModule):
         if self.spec.prebinarized:
             self._datasets[split] = BinaryDataset(gray)
         elif split == "train":
-            seed = derive_seed(self.seed, _STREAM["train"], self._global_rank())
+            seed = rng.stream_seed(self.seed, "binarize_train", self._global_rank())
             if "train" not in self._datasets or self._datasets["train"].seed != seed:  # rank changed
                 self._datasets["train"] = BinaryDataset(gray, seed=seed)
         elif split not in self._datasets:  # fixed once: independent of rank, run and process
-            g = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM[split]))
+            g = rng.generator(self.seed, "binarize_fixed", _SPLIT_KEY[split])
             self._datasets[split] = BinaryDataset(torch.bernoulli(gray, generator=g))
 
     def _dataset(self, split: str) -> BinaryDataset:
@@ -259,17 +286,31 @@ class BinarizedDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------------------------------ loaders
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _limited(self, split: str, limit: str) -> Dataset:
+        """The split's dataset, cut to its first ``limits[limit]`` points (the indices stay the split's)."""
+        dataset = self._dataset(split)
+        n = self.limits[limit]
+        if n is None:
+            return dataset
+        if n > len(dataset):
+            raise DataSettingError(f"limit_{limit}={n} exceeds the {len(dataset)} points of the {self.dataset} "
+                                   f"{split} split; give at most {len(dataset)} or None (all)")
+        return BinaryDataset(dataset.data[:n], dataset.seed)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool, limit: str | None = None) -> DataLoader:
+        dataset = self._dataset(split) if limit is None else self._limited(split, limit)
         # A seeded shuffle: the order does not depend on the global RNG.
         generator = sampler = None
         if shuffle:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, _STREAM["shuffle"]))
-            sampler = ResumableRandomSampler(len(self._dataset(split)), generator)
+            generator = rng.generator(self.seed, "shuffle")
+            sampler = ResumableRandomSampler(len(dataset), generator)
             if split == "train":
                 self._sampler = sampler
                 self._apply_pending_state()
+        elif limit is not None and self._world_size() > 1:
+            sampler = ShardSampler(dataset, self._world_size(), self._global_rank())
         return DataLoader(
-            self._dataset(split),
+            dataset,
             batch_size=batch_size,
             sampler=sampler,
             collate_fn=identity_collate,
@@ -291,8 +332,8 @@ class BinarizedDataModule(pl.LightningDataModule):
         if self._sampler is not None:
             state["shuffle"] = self._sampler.state_dict()
         train = self._datasets.get("train")
-        if train is not None and (rng := train.rng_state()) is not None:
-            state["binarization"] = rng
+        if train is not None and (binarization := train.rng_state()) is not None:
+            state["binarization"] = binarization
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -312,11 +353,11 @@ class BinarizedDataModule(pl.LightningDataModule):
         return self._loader("train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+        return self._loader("val", self.eval_batch_size, shuffle=False, limit="val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._loader("test", self.eval_batch_size, shuffle=False, limit="test")
 
     def predict_dataloader(self) -> DataLoader:
         """The test set, in order."""
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._loader("test", self.eval_batch_size, shuffle=False, limit="predict")

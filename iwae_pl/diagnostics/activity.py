@@ -31,7 +31,8 @@ def posterior_mean_moments(net: IWAENetwork, x: Tensor, index: Tensor, propagate
     for xb, ib in zip(x.split(batch_size), index.split(batch_size)):
         eps = None
         if propagate == "sample":  # one seeded sample per data point
-            eps = [e[0] for e in indexed_normal(seed, ib, 0, 1, net.latent_sizes, device=xb.device, dtype=xb.dtype)]
+            eps = [e[0] for e in indexed_normal(seed, ib, 0, 1, net.latent_sizes, device=xb.device, dtype=xb.dtype,
+                                                stream="activity_noise")]
         means = net.posterior_means(xb, propagate, eps=eps)
         for s, m in zip(stats, means):
             m = m.double()

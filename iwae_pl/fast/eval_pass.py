@@ -19,13 +19,12 @@ hooks; ``supports`` says when it applies, and callers use ``IWAENetwork.log_weig
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from ..model.noise import BLOCK, draw_blocks
+from ..model.noise import BLOCK, buffer_size, draw_rows
 from .bernoulli import log_prod_, softplus_
 from .inplace import INPLACE_ACTIVATIONS, has_hooks
 from .workspace import Workspace
@@ -169,9 +168,8 @@ class EvalPass:
         out = torch.empty(k, dtype=self.dtype)
         for start in range(0, k, rows):
             n = min(rows, k - start)
-            nblocks = math.ceil(n / BLOCK)
-            raw = ws.get("noise", nblocks * BLOCK, total, torch.float32)
-            noise = draw_blocks(seed, [index], start // BLOCK, nblocks, total, out=raw)[0, :n]
+            raw = ws.get("noise", buffer_size(1, start, n, total), 1, torch.float32)
+            noise = draw_rows(seed, [index], start, n, total, out=raw)[0]
             if self.dtype != torch.float32:
                 noise = noise.to(self.dtype)
             self._block(ws, point, noise, out[start:start + n])

@@ -10,10 +10,16 @@ Callbacks talk to it through:
     objective                   the Objective (sample shape, bound)
     eval_log_weights(x, index)  seeded log-weights of a batch at beta = 1, [M, K, B]
     training_step outputs       {"loss", "log_w": [M, K, B] detached log-weights of the batch}
+
+Under DDP each process draws its own training noise (stream ``train_noise`` of the run's seed, keyed by
+rank, epoch and batch: reproducible, different per rank and per epoch), ``train/bound`` is averaged
+over processes, evaluation statistics are reduced by torchmetrics, and ``predict`` gathers the
+per-point L_k of all processes into one CSV file written by rank 0.
 """
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Literal, Sequence
 
 import pytorch_lightning as pl
@@ -21,6 +27,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from .. import rng
 from ..errors import ConfigError, check_float, check_int
 from ..model.likelihood import log_likelihood
 from ..model.log_weights import LogWeights
@@ -28,7 +35,9 @@ from ..model.network import BURDA_1_LAYER, IWAENetwork, LayerSpec, as_layer_spec
 from ..model.noise import indexed_normal
 from ..model.objectives import EstimatorName, ObjectiveName, make_objective
 from ..model.schedules import BurdaSchedule
+from .metrics import PerPoint
 
+PREDICTIONS_FILE = "predictions.csv"  # predict's per-point L_k, in the run directory
 
 
 def logger_writes_this_step(trainer) -> bool:
@@ -116,10 +125,14 @@ class IWAEModule(pl.LightningModule):
         self.net = IWAENetwork(input_dim, layers, std)
         self.objective = make_objective(objective, M, K, estimator, beta, alpha)
         self.warmup_beta = float(warmup_beta)
+        # float64 sums: a 10k-point mean of values near -100 keeps ~1e-10 relative precision.
         # nan_strategy="disable": a NaN point makes the mean NaN (torchmetrics' default drops it with a warning).
-        self.metrics = torch.nn.ModuleDict({f"{stage}_{name}": MeanMetric(nan_strategy="disable")
+        self.metrics = torch.nn.ModuleDict({f"{stage}_{name}": MeanMetric(nan_strategy="disable").set_dtype(torch.float64)
                                             for stage in ("val", "test") for name in ("bound", "nll")})
         self._nonfinite: dict[str, Tensor] = {}
+        self.predictions = PerPoint()
+        self._noise_seed: int | None = None  # the run's seed for the training noise, read at fit start
+        self._noise_generator: torch.Generator | None = None
 
     # --- hooks ----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -137,24 +150,46 @@ class IWAEModule(pl.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": BurdaSchedule(optimizer), "interval": "epoch"}}
 
+    def on_fit_start(self) -> None:
+        # torch's initial seed is the run's seed (seed_everything sets it alike in every process).
+        self._noise_seed = torch.initial_seed()
+        self._noise_generator = torch.Generator(device=self.device)
+
+    def on_fit_end(self) -> None:
+        self._noise_generator = None  # a Generator does not belong in a pickled or copied module
+
+    def training_noise(self, x: Tensor, batch_idx: int) -> list[Tensor] | None:
+        """This batch's training noise per layer, [M, K, B, d_l], from stream ``train_noise`` keyed by
+        (rank, epoch, batch): independent across processes, reproducible, fresh every epoch. None
+        outside ``fit`` (the network then draws from torch's global RNG)."""
+        if self._noise_generator is None or self._trainer is None:
+            return None
+        trainer = self.trainer
+        seed = rng.stream_seed(self._noise_seed, "train_noise", trainer.global_rank, trainer.current_epoch,
+                               batch_idx)
+        self._noise_generator.manual_seed(seed)
+        return self.net.draw_noise(x, self.objective.sample_shape, self._noise_generator)
+
     # --- the steps --------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         x, _ = batch
         objective = self.objective
-        lw = objective.log_weights(self.net, x, beta=self.warmup_beta)
+        lw = objective.log_weights(self.net, x, beta=self.warmup_beta, eps=self.training_noise(x, batch_idx))
         bound, surrogate = objective(lw)
         loss = -surrogate.mean()
         warm = self.warmup_beta != 1.0  # report the true bound (beta = 1) even while warming up
         log_w = (lw.at_beta(1.0) if warm else lw.value).detach()  # every step: the ESS callback reads it
         if logger_writes_this_step(self._trainer):
-            self.log("train/bound", (objective.bound(log_w) if warm else bound).detach().mean(), prog_bar=True)
+            self.log("train/bound", (objective.bound(log_w) if warm else bound).detach().mean(), prog_bar=True,
+                     sync_dist=True)  # the mean over processes (equal batch sizes under DDP)
         return {"loss": loss, "log_w": log_w}
 
     def eval_log_weights(self, x: Tensor, index: Tensor, seed: int | None = None) -> LogWeights:
         """Log-weights of the training objective's sample shape at beta = 1, from per-point noise."""
         M, K = self.objective.sample_shape
         seed = self.hparams.eval_seed if seed is None else seed
-        eps = indexed_normal(seed + 1, index, 0, M * K, self.net.latent_sizes, device=x.device, dtype=x.dtype)
+        eps = indexed_normal(seed, index, 0, M * K, self.net.latent_sizes, device=x.device, dtype=x.dtype,
+                             stream="bound_noise")
         return self.net.log_weights(x, (M, K), eps=[e.view(M, K, *e.shape[1:]) for e in eps])
 
     def _evaluate(self, stage: str, batch: tuple[Tensor, Tensor], k: int) -> None:
@@ -214,9 +249,25 @@ class IWAEModule(pl.LightningModule):
         self._evaluate("test", batch, self.hparams.test_k)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Per-point L_{test_k}: {"index": [B], "log_likelihood": [B]}."""
+        """Per-point L_{test_k}: {"index": [B], "log_likelihood": [B]} (also gathered for the CSV file)."""
         x, index = batch
-        return {"index": index, "log_likelihood": self.log_likelihood(x, index, self.hparams.test_k)}
+        ll = self.log_likelihood(x, index, self.hparams.test_k)
+        self.predictions.update(index, ll)
+        return {"index": index, "log_likelihood": ll}
+
+    def on_predict_epoch_start(self) -> None:
+        self.predictions.reset()
+
+    def on_predict_epoch_end(self) -> None:
+        """Gather every process's per-point L_k (a collective) and write them on rank 0, in index order,
+        to ``<run dir>/predictions.csv`` (columns index, log_likelihood)."""
+        index, values = self.predictions.compute()
+        self.predictions.reset()
+        trainer = self.trainer
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # log_dir is a collective: every rank reads it
+        if trainer.is_global_zero:
+            path = write_predictions(run_dir / PREDICTIONS_FILE, index, values)
+            print(f"predict: wrote {len(index)} per-point L_{self.hparams.test_k} values to {path}", flush=True)
 
     def log_likelihood(self, x: Tensor, index: Tensor, k: int) -> Tensor:
         """L_k per point [B] with the module's evaluation seed and chunk."""
@@ -241,3 +292,11 @@ def _check_settings(lr, adam_betas, adam_eps, warmup_beta, val_k, test_k, eval_s
         check_int("model.eval_chunk (None: automatic)", eval_chunk, 1)
     if not isinstance(init_visible_bias, bool):
         raise ConfigError(f"model.init_visible_bias must be true or false, got {init_visible_bias!r}")
+
+
+def write_predictions(path: Path, index: Tensor, values: Tensor) -> Path:
+    """Write ``index,log_likelihood`` rows (index [N], values [N]) as CSV, full float64 precision."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["index,log_likelihood"] + [f"{i},{v!r}" for i, v in zip(index.tolist(), values.tolist())]
+    path.write_text("\n".join(lines) + "\n")
+    return path

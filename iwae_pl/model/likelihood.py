@@ -12,7 +12,10 @@ float rounding (tests/test_fast_paths.py):
   log_weights`` on chunks of samples combined with a running log-sum-exp, a large batch split into
   groups of points so that a forward pass holds at most max(chunk, max_rows) sample rows.
 Either way memory is bounded by the chunk, not by k or the batch. Noise comes from ``noise``: a data
-point's estimate does not depend on the chunk size, the path, or the batch it is evaluated in.
+point's estimate does not depend on the chunk size, the path, the batch it is evaluated in, or how
+many processes share the work. ``sample_parallel_log_likelihood`` spreads the k samples of the same
+points over the processes of a ``torch.distributed`` group (few points, large k) and combines the
+partial sums exactly with ``distributed_logsumexp``.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from ..errors import check_int
@@ -82,20 +86,59 @@ def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *,
     max_rows = check_int("max_rows", max_rows)
     chunk = auto_chunk(x.shape[0], k, max_rows) if chunk is None else chunk
     chunk = check_int("chunk", chunk)
+    return _log_sum_weights(net, x, index, 0, k, seed, chunk, max_rows, keep) - math.log(k)
+
+
+def _log_sum_weights(net: IWAENetwork, x: Tensor, index: Tensor, start: int, stop: int, seed: int,
+                     chunk: int, max_rows: int, keep: Sequence[Tensor | None] | None = None) -> Tensor:
+    """log sum_{start <= i < stop} w_i per point [B] (the network path; -inf for an empty range)."""
     group = max(1, max_rows // chunk)  # data points per forward pass
     totals = []
     for first in range(0, x.shape[0], group):
         xg, ig = x[first:first + group], index[first:first + group]
-        total = None
-        for start in range(0, k, chunk):
-            n = min(chunk, k - start)
-            eps = indexed_normal(seed, ig, start, n, net.latent_sizes, device=x.device, dtype=x.dtype)
-            lse = torch.logsumexp(net.log_weights(xg, (n,), eps=eps, keep=keep).value, 0)
-            total = lse if total is None else torch.logaddexp(total, lse)
+        total = torch.full((xg.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
+        for begin in range(start, stop, chunk):
+            n = min(chunk, stop - begin)
+            eps = indexed_normal(seed, ig, begin, n, net.latent_sizes, device=x.device, dtype=x.dtype)
+            total = torch.logaddexp(total, torch.logsumexp(net.log_weights(xg, (n,), eps=eps, keep=keep).value, 0))
         totals.append(total)
     if not totals:  # an empty batch
         return x.new_zeros(0)
-    return (totals[0] if len(totals) == 1 else torch.cat(totals)) - math.log(k)
+    return totals[0] if len(totals) == 1 else torch.cat(totals)
+
+
+def distributed_logsumexp(t: Tensor, group: dist.ProcessGroup | None = None) -> Tensor:
+    """log sum over processes of exp(t), elementwise (t [...] on every process, same shape): exact up to
+    rounding, with the maximum taken out first so nothing overflows. Identity without a process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    m = t.detach().clone()
+    dist.all_reduce(m, op=dist.ReduceOp.MAX, group=group)
+    finite = torch.isfinite(m)
+    shift = torch.where(finite, m, torch.zeros_like(m))  # all -inf (an empty share everywhere): stays -inf
+    s = torch.exp(t - shift)
+    dist.all_reduce(s, op=dist.ReduceOp.SUM, group=group)
+    return torch.log(s) + shift
+
+
+@torch.no_grad()
+def sample_parallel_log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *, seed: int = 0,
+                                   chunk: int | None = None, max_rows: int | None = None,
+                                   group: dist.ProcessGroup | None = None) -> Tensor:
+    """L_k of the same points x [B, D] on every process of ``group``, each process drawing a contiguous
+    share of the k samples (process r of R: samples r*k//R .. (r+1)*k//R - 1), combined by
+    ``distributed_logsumexp``. Every process gets the [B] estimates, equal to ``log_likelihood``'s
+    (same per-point noise) up to float rounding. Without ``torch.distributed`` it is ``log_likelihood``'s
+    network path. For few points and large k, where splitting the points would leave processes idle."""
+    k = check_int("k", k)
+    rank, world = (dist.get_rank(group), dist.get_world_size(group)) if dist.is_initialized() else (0, 1)
+    if max_rows is None:
+        max_rows = CUDA_MAX_ROWS if x.device.type == "cuda" else DEFAULT_MAX_ROWS
+    max_rows = check_int("max_rows", max_rows)
+    chunk = auto_chunk(x.shape[0], k, max_rows) if chunk is None else check_int("chunk", chunk)
+    start, stop = rank * k // world, (rank + 1) * k // world
+    partial = _log_sum_weights(net, x, index, start, stop, seed, chunk, max_rows)
+    return distributed_logsumexp(partial, group) - math.log(k)
 
 
 def _per_point(net: IWAENetwork, x: Tensor, index: Tensor, k: int, seed: int, rows: int) -> Tensor:

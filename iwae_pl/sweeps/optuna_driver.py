@@ -36,7 +36,7 @@ from ..errors import ConfigError
 from ..runs.result import RunResult
 from .pruning import (ENV_METRIC, ENV_PRUNER, ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ERROR_ATTR, PRUNED_ATTR,
                       make_pruner, open_storage)
-from .spec import SPLIT, ParamSpec, StudySpec, trial_config, trial_settings
+from .spec import ParamSpec, StudySpec, trial_config, trial_settings
 
 JOURNAL = "study.journal"
 TRIALS = "trials"

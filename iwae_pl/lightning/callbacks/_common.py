@@ -1,4 +1,4 @@
-"""Helpers shared by the diagnostics callbacks: argument checks, "is it due", fixed examples, reductions.
+"""Helpers shared by the diagnostics callbacks: "is it due", fixed examples, sharding, reductions.
 
 None of these touch the training data stream or the global RNG: fixed examples are read from the
 dataset's tensors (a dynamically binarized split is binarized once with a private generator), never
@@ -6,7 +6,7 @@ drawn through the training DataLoader.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Mapping
 
 import pytorch_lightning as pl
 from torch import Tensor
@@ -14,6 +14,7 @@ from torch.utils.data import default_collate
 
 from ...data.datamodule import BinaryDataset
 from ...errors import ConfigError
+from ..metrics import Sums
 
 SOURCES = ("train", "val", "test")
 
@@ -63,23 +64,12 @@ def shard(x: Tensor, index: Tensor, trainer: pl.Trainer) -> tuple[Tensor, Tensor
     return x[rank::world], index[rank::world]
 
 
-def sum_across_processes(pl_module: pl.LightningModule, tree: Any) -> Any:
-    """Element-wise sum over processes of a tensor or a (nested) dict/list of tensors or None (identity
-    on one process). Every process must call it (it is a collective)."""
-    if pl_module.trainer.world_size == 1:
-        return tree
-    gathered = pl_module.all_gather(tree)  # each tensor gets a leading [world_size] dimension
-
-    def total(t: Any) -> Any:
-        if t is None:
-            return None
-        if isinstance(t, Tensor):
-            return t.sum(0)
-        if isinstance(t, dict):
-            return {k: total(v) for k, v in t.items()}
-        return type(t)(total(v) for v in t)
-
-    return total(gathered)
+def sums(pl_module: pl.LightningModule, values: Mapping[str, Tensor]) -> Sums:
+    """A ``Sums`` metric on the module's device holding this process's ``values`` (name -> tensor);
+    its ``compute()`` (a collective: every process calls it) gives the sums over all processes."""
+    metric = Sums({name: v.shape for name, v in values.items()}).to(pl_module.device)
+    metric.update(**values)
+    return metric
 
 
 def log_global(pl_module: pl.LightningModule, metrics: dict[str, float]) -> None:

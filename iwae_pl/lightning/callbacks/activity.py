@@ -23,7 +23,8 @@ from ...diagnostics.activity import activity_from_moments, posterior_mean_moment
 from ...diagnostics.figures import histogram_figure
 from ...errors import check_choice, check_float, check_int
 from ...model.likelihood import log_likelihood
-from ._common import SOURCES, epoch_due, fixed_examples, log_global, shard, sum_across_processes
+from ..metrics import Sums
+from ._common import SOURCES, epoch_due, fixed_examples, log_global, shard, sums
 from ._figures import figure_title, log_histogram, save_figure
 
 PROPAGATE = ("sample", "mean")
@@ -72,7 +73,7 @@ class ActivityStats(Callback):
         self.activity: list[Tensor] | None = None  # the latest A_u per layer, [d_l] (on every process)
         self.examples = 0  # size of the fixed set the latest A_u was computed on
         self._keep: list[Tensor] | None = None
-        self._nll: Tensor | None = None  # running (count, sum -L_k pruned, sum -L_k all) of this process
+        self._nll: Sums | None = None  # running (count, sum -L_k pruned, sum -L_k all), reduced at the end
 
     # --- measurement ------------------------------------------------------------------------------
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[Tensor]:
@@ -89,7 +90,8 @@ class ActivityStats(Callback):
                                              self.batch_size)
         finally:
             net.train(was_training)
-        self.activity = activity_from_moments(sum_across_processes(pl_module, moments))
+        totals = sums(pl_module, {f"layer{i}": m for i, m in enumerate(moments)}).compute()
+        self.activity = activity_from_moments([totals[f"layer{i}"] for i in range(len(moments))])
         return self.activity
 
     def _measure_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str,
@@ -133,7 +135,7 @@ class ActivityStats(Callback):
         self._keep, self._nll = None, None
         if self._checks(trainer, stage):
             self._keep = [a > self.threshold for a in self.compute(trainer, pl_module)]  # on the model's device
-            self._nll = torch.zeros(3, dtype=torch.float64, device=pl_module.device)
+            self._nll = Sums({"nll": (3,)}).to(pl_module.device)
 
     def _batch(self, pl_module: pl.LightningModule, batch) -> None:
         if self._keep is None:
@@ -144,13 +146,13 @@ class ActivityStats(Callback):
         pruned = log_likelihood(pl_module.net, x, index, self.prune_check_k, keep=self._keep, **kw)
         # The same computation as the pruned one (the network path), so the difference is the pruning's.
         full = log_likelihood(pl_module.net, x, index, self.prune_check_k, eval_pass=False, **kw)
-        self._nll += torch.tensor([len(x), -pruned.double().sum().item(), -full.double().sum().item()],
-                                  dtype=torch.float64, device=self._nll.device)
+        self._nll.update(nll=torch.stack([torch.tensor(float(len(x)), dtype=torch.float64),
+                                          -pruned.double().sum().cpu(), -full.double().sum().cpu()]))
 
     def _end(self, pl_module: pl.LightningModule) -> None:
         if self._nll is None:
             return
-        n, pruned, full = sum_across_processes(pl_module, self._nll).tolist()
+        n, pruned, full = self._nll.compute()["nll"].tolist()
         log_global(pl_module, {"active/nll_pruned": pruned / n, "active/nll_all": full / n})
         self._keep, self._nll = None, None
 

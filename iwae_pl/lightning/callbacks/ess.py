@@ -16,12 +16,12 @@ import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.callbacks import Callback
-from torch import Tensor
 
 from ...diagnostics.ess import ess_stats, weight_histogram
 from ...diagnostics.figures import curves_figure, histogram_figure
 from ...errors import ConfigError, check_float, check_int
-from ._common import epoch_due, log_global, sum_across_processes
+from ..metrics import Sums
+from ._common import epoch_due, log_global
 from ._figures import figure_title, log_histogram, save_figure
 
 LOG10_W_MIN = -10.0  # left edge of the weight histogram; smaller normalized weights go in the first bin
@@ -50,17 +50,15 @@ class EffectiveSampleSize(Callback):
         self.histogram_every_n_epochs = check_int("histogram_every_n_epochs", histogram_every_n_epochs, 0)
         self.edges = torch.linspace(LOG10_W_MIN, 0.0, HIST_BINS + 1, dtype=torch.float64)
         self.history: list[dict[str, float]] = []  # epoch means so far (rank 0's view; saved in checkpoints)
-        self._sums: Tensor | None = None  # (count, sum group, sum all, sum above) of this process
-        self._hist: Tensor | None = None
+        self._sums: Sums | None = None  # (count, sum group, sum all, sum above) [4] and the histogram
         self._M = 1  # outer samples of the latest batch's log-weights [M, K, B]
 
     def _histogram_due(self, trainer: pl.Trainer) -> bool:
         return self.histogram_every_n_epochs > 0 and epoch_due(trainer, self.histogram_every_n_epochs)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._sums = torch.zeros(4, dtype=torch.float64, device=pl_module.device)
-        self._hist = torch.zeros(HIST_BINS, dtype=torch.float64, device=pl_module.device) \
-            if self._histogram_due(trainer) else None
+        shapes = {"sums": (4,), **({"hist": (HIST_BINS,)} if self._histogram_due(trainer) else {})}
+        self._sums = Sums(shapes).to(pl_module.device)
         self._edges = self.edges.to(pl_module.device)  # once per epoch, not per batch
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
@@ -72,19 +70,20 @@ class EffectiveSampleSize(Callback):
         self._M = log_w.shape[0]
         s = ess_stats(log_w, self.threshold)
         per_point = [torch.ones_like(s["group"]), s["group"], s["all"], s["above_threshold"]]
-        self._sums += torch.stack(per_point).sum(1)
-        if self._hist is not None:
-            self._hist += weight_histogram(log_w, self._edges)
+        update = {"sums": torch.stack(per_point).sum(1)}
+        if "hist" in self._sums.names:
+            update["hist"] = weight_histogram(log_w, self._edges)
+        self._sums.update(**update)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        totals = sum_across_processes(pl_module, {"sums": self._sums, "hist": self._hist})
+        totals = self._sums.compute()
         n, group, all_, above = totals["sums"].tolist()
         if n == 0:
             return
         means = {"ess/group": group / n, "ess/all": all_ / n, "ess/above_threshold": above / n}
         log_global(pl_module, means)
         self.history.append({"epoch": trainer.current_epoch, **means})
-        if totals["hist"] is not None and trainer.is_global_zero:
+        if "hist" in totals and trainer.is_global_zero:
             self._plot(trainer, pl_module, totals["hist"].cpu().numpy())
 
     def _plot(self, trainer: pl.Trainer, pl_module: pl.LightningModule, counts: np.ndarray) -> None:

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Callback
 
+from ... import rng
 from ...diagnostics.images import image_grid, interleave_rows, model_samples, reconstructions
 from ...errors import ConfigError, check_choice, check_int
 from ._common import SOURCES, epoch_due, fixed_examples
@@ -70,7 +70,7 @@ class SampleImages(Callback):
         net.eval()
         try:
             if self.num_samples:
-                generator = torch.Generator(device=param.device).manual_seed(self.seed)
+                generator = rng.generator(self.seed, "images", device=param.device)
                 probs = model_samples(net, self.num_samples, generator).view(-1, *shape)
                 title = figure_title(trainer, pl_module, "samples p(x=1|h), h from the prior")
                 self._emit(trainer, "samples", image_grid(probs, self.ncol), tag, title)

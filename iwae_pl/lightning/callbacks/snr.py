@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from ... import rng
 from ...diagnostics.figures import curves_figure
 from ...diagnostics.snr import gradient_snr
 from ...errors import check_choice, check_int
@@ -54,7 +55,7 @@ class GradientSNR(Callback):
         net = pl_module.net
         param = next(net.parameters())
         x = fixed_examples(trainer, self.source, self.batch_size, self.seed)[0].to(param)  # the same batch each time
-        generator = torch.Generator(device=param.device).manual_seed(self.seed)
+        generator = rng.generator(self.seed, "snr", device=param.device)
         was_training = net.training
         net.train()  # the mode the training step differentiates in
         try:
