@@ -225,7 +225,10 @@ def _refuse_optimizer_settings(args: Sequence[str]) -> None:
     for flag, value in zip(args, args[1:]):
         path = Path(value)
         if flag in ("-c", "--config") and path.suffix in (".yaml", ".yml", ".json") and path.is_file():
-            data = yaml.safe_load(path.read_text()) or {}
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError:
+                continue  # a broken file is reported, with its line, when the config is parsed
             found += [f"{k}: (in {value})" for k in _OPTIMIZER_KEYS if isinstance(data, dict) and k in data]
     if found:
         raise ConfigError(f"{found[0]} is not a setting here: the model builds Adam and its schedule itself; "

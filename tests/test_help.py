@@ -113,12 +113,13 @@ def test_optimizer_settings_are_refused_with_one_line(tmp_path, capsys):
 
 
 def test_error_tips_name_the_program(capsys, monkeypatch):
+    """A parser error is one line that names the program (no usage dump, no __main__.py)."""
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit) as exit_info:
-        make_cli(["fit", "--model.K", "five"])
+        main(["fit", "--model.K", "five"])
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "usage: iwae_pl [options] fit" in err and "run: iwae_pl fit --help" in err, err[-500:]
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("iwae_pl: error:") and "model.K" in err and "\n" not in err, err[-500:]
     assert "__main__.py" not in err
 
 

@@ -32,6 +32,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_warn
 
+from ..lightning.loggers import run_directory
 from ..errors import ConfigError, check_int
 
 FILENAME = "last.ckpt"
@@ -138,7 +139,7 @@ class LastCheckpoint(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        run_dir = Path(trainer.log_dir) if trainer.logger is not None else Path(trainer.default_root_dir)
+        run_dir = Path(trainer.strategy.broadcast(run_directory(trainer)))  # rank 0's (W&B ids differ per rank)
         self.path = run_dir / "checkpoints" / FILENAME
         for cb in trainer.callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.save_last:

@@ -181,7 +181,9 @@ def _count_or_fraction(key: str, value: Any, int_min: int, frac_low_open: bool) 
     elif isinstance(value, numbers.Integral):
         ok = value >= int_min
     elif isinstance(value, numbers.Real):
-        ok = math.isfinite(value) and (0.0 < value if frac_low_open else 0.0 <= value) and value <= 1.0
+        # Lightning reads a whole float above 1 as a count (the parser may hand over 10 as 10.0)
+        ok = math.isfinite(value) and ((0.0 < value if frac_low_open else 0.0 <= value) and value <= 1.0
+                                       or (value > 1.0 and float(value).is_integer() and value >= int_min))
     else:
         ok = False
     if not ok:
