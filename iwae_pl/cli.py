@@ -99,3 +99,4 @@ def main(args: Sequence[str] | None = None) -> None:
             sys.exit(2)
         print(f"iwae_pl: data error: {err}", file=sys.stderr)
         sys.exit(1)
+from .report import commands as _report_commands  # noqa: E402,F401 - registers experiment, report

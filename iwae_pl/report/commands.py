@@ -1,0 +1,84 @@
+"""The ``experiment`` and ``report`` subcommands (registered in ``iwae_pl.cli.COMMANDS``)::
+
+    python -m iwae_pl experiment sweeps/experiments/burda_table1.yaml --variant short --out runs/
+    python -m iwae_pl report runs/ --out report/
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from ..cli import COMMANDS
+from ..errors import ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError (one line, exit code 2 through the CLI) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def parse_set(items: list[str]) -> dict:
+    """``["data.data_dir=/d", "model.test_k=100"]`` -> ``{"data": {"data_dir": "/d"}, "model": {"test_k": 100}}``
+    (values parsed as YAML)."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set takes KEY.PATH=VALUE (e.g. data.data_dir=/data), got {item!r}")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r} conflicts with an earlier --set of {part!r}")
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def experiment_main(argv: list[str]) -> None:
+    from .experiments import execute, load_experiment
+
+    parser = _Parser(prog="iwae_pl experiment",
+                     description="Run the runs of an experiment definition (each a `fit` in a subprocess, its "
+                                 "own run directory); runs already complete (summary.json with test/nll) are skipped.")
+    parser.add_argument("definition", help="experiment YAML, e.g. sweeps/experiments/burda_table1.yaml")
+    parser.add_argument("--variant", default="short", help="budget variant defined in the file (default: short)")
+    parser.add_argument("--out", default="runs", help="root of the run directories (default: runs)")
+    parser.add_argument("--only", nargs="*", default=[], help="run only these run names")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config merged into every run, e.g. --set data.data_dir=/data (repeatable)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS of each run (1 on a shared CPU avoids oversubscription)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be an integer >= 1, got {args.threads}")
+    experiment = load_experiment(args.definition)
+    status = execute(experiment, args.variant, args.out, only=args.only, dry_run=args.dry_run,
+                     threads=args.threads, overrides=parse_set(args.overrides))
+    counts = {s: list(status.values()).count(s) for s in sorted(set(status.values()))}
+    print(f"{experiment.name}/{args.variant}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if any(s in ("failed", "blocked") for s in status.values()):
+        sys.exit(1)
+
+
+def report_main(argv: list[str]) -> None:
+    from .report import write_report
+
+    parser = _Parser(prog="iwae_pl report",
+                     description="Collect every run directory (summary.json) under RUNS and write a Markdown page "
+                                 "with the papers' tables next to the published numbers, and PNG figures.")
+    parser.add_argument("runs", help="folder holding run directories (searched recursively)")
+    parser.add_argument("--out", default="report", help="output folder for report.md and figures/ (default: report)")
+    parser.add_argument("--title", default="Reproduction results", help="page title")
+    args = parser.parse_args(argv)
+    path = write_report(args.runs, args.out, title=args.title)
+    print(f"report: {path}")
+
+
+COMMANDS["experiment"] = (experiment_main, "run an experiment definition's runs (sweeps/experiments/*.yaml)")
+COMMANDS["report"] = (report_main, "tables and figures of finished runs next to the published numbers")
