@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
 from ..cli import COMMANDS
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,8 +76,16 @@ def report_main(argv: list[str]) -> None:
     parser.add_argument("runs", help="folder holding run directories (searched recursively)")
     parser.add_argument("--out", default="report", help="output folder for report.md and figures/ (default: report)")
     parser.add_argument("--title", default="Reproduction results", help="page title")
+    parser.add_argument("--page", default="report.md", help="file name of the page in --out (default: report.md)")
+    parser.add_argument("--notes", default=None, help="Markdown file put on the page after the title (commands, budget)")
     args = parser.parse_args(argv)
-    path = write_report(args.runs, args.out, title=args.title)
+    notes = ""
+    if args.notes is not None:
+        try:
+            notes = Path(args.notes).read_text()
+        except OSError as err:
+            raise DataError(f"cannot read --notes file {args.notes!r}: {err.strerror}") from err
+    path = write_report(args.runs, args.out, title=args.title, notes=notes, page=args.page)
     print(f"report: {path}")
 
 

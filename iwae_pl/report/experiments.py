@@ -310,8 +310,11 @@ def write_manifest(experiment: Experiment, variant: str, runs: Iterable[RunSpec]
     directory.mkdir(parents=True, exist_ok=True)
     manifest = {"experiment": experiment.name, "study": experiment.study, "title": experiment.title,
                 "variant": variant, "note": experiment.variant_note(variant), "definition": experiment.path,
-                "runs": [{"name": r.name, "attrs": r.attrs, "parent": r.parent,
-                          "extra_test_k": list(r.extra_test_k)} for r in runs]}
+                "runs": [{"name": r.name, "attrs": r.attrs, "parent": r.parent, "extra_test_k": list(r.extra_test_k),
+                          "objective": r.objective, "M": r.M, "K": r.K, "layers": r.layers, "dataset": r.dataset,
+                          "estimator": r.config["model"].get("estimator", "reparam"),
+                          "beta": r.config["model"].get("beta"), "epochs": r.budget["max_epochs"]}
+                         for r in runs]}
     path = directory / MANIFEST
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
@@ -351,7 +354,11 @@ def execute(experiment: Experiment, variant: str, out: str | os.PathLike, only: 
         if wanted and spec.name not in wanted:
             continue
         directory = run_dir(spec, out)
-        status[spec.name] = _execute_one(spec, directory, out, status, dry_run, env, echo)
+        try:
+            status[spec.name] = _execute_one(spec, directory, out, status, dry_run, env, echo)
+        except DataError as err:  # e.g. a finished run without a checkpoint: this run fails, the rest go on
+            echo(f"[fail] {spec.name}: {err}")
+            status[spec.name] = "failed"
     return status
 
 
