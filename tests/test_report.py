@@ -156,7 +156,9 @@ def test_depth_tables_and_claims(page):
     claims = page[page.index("## Claims, measured"):page.index("## Burda")]
     # active fraction per layer: VAE 30/50 = 0.6 then 5/100 (falls); IWAE 35/50 = 0.7 then 50/100 (falls)
     assert "active units fall with depth" in claims and "2 of 2 runs → **held**" in claims
-    assert "ESS higher for the VAE than the IWAE (rule: in every depth pair): 2 of 2 pairs → **held**" in claims
+    assert "ESS higher for the VAE than the IWAE (rule: in every pair of equal k, depth, seed): 2 of 2 pairs → **held**" in claims
+    assert "burda_table1/short: ESS far below k (rule: ESS < k/2 in every run with k > 1): largest ESS/k = 0.20" in claims
+    assert "VAE ESS falls with depth (rule: deepest < 1 layer): 4.50 at 1 → 3.50 at 3 layers → **held**" in claims
     assert "largest ESS/k = 0.09 → **held**" in claims
     assert re.search(r"IWAE k=50 beats VAE k=50 on test NLL .*gap 3\.50 ± 0\.71 \(n=2\) nats → \*\*held\*\*", claims)
     assert "IWAE k=50 has more active units than VAE k=50 (rule: mean total higher): 26.0 vs 21.0 → **held**" in claims

@@ -40,22 +40,39 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
+def _parse(prog: str, description: str, arguments: list[tuple[tuple[str, ...], dict]], argv: list[str]):
+    parser = _Parser(prog=prog, description=description)
+    for names, options in arguments:
+        parser.add_argument(*names, **options)
+    return parser.parse_args(argv)
+
+
+EXPERIMENT_ARGS = [
+    (("definition",), dict(help="experiment YAML, e.g. sweeps/experiments/burda_table1.yaml")),
+    (("--variant",), dict(default="short", help="budget variant defined in the file (default: short)")),
+    (("--out",), dict(default="runs", help="root of the run directories (default: runs)")),
+    (("--only",), dict(nargs="*", default=[], help="run only these run names")),
+    (("--set",), dict(dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="config merged into every run, e.g. --set data.data_dir=/data (repeatable)")),
+    (("--threads",), dict(type=int, default=None,
+                          help="OMP_NUM_THREADS of each run (1 on a shared CPU avoids oversubscription)")),
+    (("--dry-run",), dict(action="store_true", help="list the runs and their commands, run nothing")),
+]
+REPORT_ARGS = [
+    (("runs",), dict(help="folder holding run directories (searched recursively)")),
+    (("--out",), dict(default="report", help="output folder of the page and its figures (default: report)")),
+    (("--title",), dict(default="Reproduction results", help="page title")),
+    (("--page",), dict(default="report.md", help="file name of the page in --out (default: report.md)")),
+    (("--notes",), dict(default=None, help="Markdown file put on the page after the title (commands, budget)")),
+]
+
+
 def experiment_main(argv: list[str]) -> None:
     from .experiments import execute, load_experiment
 
-    parser = _Parser(prog="iwae_pl experiment",
-                     description="Run the runs of an experiment definition (each a `fit` in a subprocess, its "
-                                 "own run directory); runs already complete (summary.json with test/nll) are skipped.")
-    parser.add_argument("definition", help="experiment YAML, e.g. sweeps/experiments/burda_table1.yaml")
-    parser.add_argument("--variant", default="short", help="budget variant defined in the file (default: short)")
-    parser.add_argument("--out", default="runs", help="root of the run directories (default: runs)")
-    parser.add_argument("--only", nargs="*", default=[], help="run only these run names")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config merged into every run, e.g. --set data.data_dir=/data (repeatable)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="OMP_NUM_THREADS of each run (1 on a shared CPU avoids oversubscription)")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
-    args = parser.parse_args(argv)
+    args = _parse("iwae_pl experiment", "Run the runs of an experiment definition (each a `fit` in a subprocess, "
+                  "its own run directory); runs already complete (summary.json with test/nll) are skipped.",
+                  EXPERIMENT_ARGS, argv)
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be an integer >= 1, got {args.threads}")
     experiment = load_experiment(args.definition)
@@ -70,15 +87,8 @@ def experiment_main(argv: list[str]) -> None:
 def report_main(argv: list[str]) -> None:
     from .report import write_report
 
-    parser = _Parser(prog="iwae_pl report",
-                     description="Collect every run directory (summary.json) under RUNS and write a Markdown page "
-                                 "with the papers' tables next to the published numbers, and PNG figures.")
-    parser.add_argument("runs", help="folder holding run directories (searched recursively)")
-    parser.add_argument("--out", default="report", help="output folder for report.md and figures/ (default: report)")
-    parser.add_argument("--title", default="Reproduction results", help="page title")
-    parser.add_argument("--page", default="report.md", help="file name of the page in --out (default: report.md)")
-    parser.add_argument("--notes", default=None, help="Markdown file put on the page after the title (commands, budget)")
-    args = parser.parse_args(argv)
+    args = _parse("iwae_pl report", "Collect every run directory (summary.json) under RUNS and write a Markdown "
+                  "page with the papers' tables next to the published numbers, and PNG figures.", REPORT_ARGS, argv)
     notes = ""
     if args.notes is not None:
         try:

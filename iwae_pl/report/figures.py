@@ -51,7 +51,9 @@ def line_panels(panels: Sequence[tuple[str, Series, Series | None]], xlabel: str
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if logx:
-            ax.set_xscale("log", base=2 if all(x > 0 for s in series.values() for x, _ in s) else 10)
+            ax.set_xscale("log")
+            ticks = sorted({x for s in series.values() for x, _ in s})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])  # label the measured settings (k or M), not decades
         if logy:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)

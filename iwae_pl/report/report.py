@@ -461,7 +461,7 @@ def _burda_claims(s: Section, tag: str) -> list[str]:
             grows = all(b.mean > a.mean for (_, a), (_, b) in zip(gaps, gaps[1:]))
             lines.append(f"- {tag}, {dataset}, {depth} layer(s): the gap grows with k (rule: strictly increasing): "
                          + ", ".join(f"k={k}: {g.mean:+.2f}" for k, g in gaps) + f" → {_verdict(grows)}")
-    return lines
+    return lines + _ess_claims(s.runs, tag)
 
 
 def _depth_claims(s: Section, tag: str) -> list[str]:
@@ -475,23 +475,34 @@ def _depth_claims(s: Section, tag: str) -> list[str]:
         n = sum(falls(r) for r in deep)
         lines.append(f"- {tag}: active units fall with depth (rule: the active fraction of each layer ≤ the one "
                      f"below, in every run with ≥ 2 layers): {n} of {len(deep)} runs → {_verdict(n == len(deep))}")
-    with_ess = [r for r in s.runs if final_ess(r) is not None]
-    if with_ess:
-        ratio = max(final_ess(r) / r.K for r in with_ess)
-        lines.append(f"- {tag}: ESS far below k (rule: ESS < k/2 in every run): largest ESS/k = {ratio:.2f} "
-                     f"→ {_verdict(ratio < 0.5)}")
-        pairs = [(v, i) for v in with_ess if v.objective == "vae" for i in with_ess
-                 if i.objective == "iwae" and (i.depth, i.epochs, i.seed, i.K) == (v.depth, v.epochs, v.seed, v.K)]
-        if pairs:
-            n = sum(final_ess(v) > final_ess(i) for v, i in pairs)
-            lines.append(f"- {tag}: ESS higher for the VAE than the IWAE (rule: in every depth pair): {n} of {len(pairs)} "
-                         f"pairs → {_verdict(n == len(pairs))}")
-        for objective in ("vae", "iwae"):
-            pts = sorted((r.depth, final_ess(r)) for r in with_ess if r.objective == objective)
-            if len(pts) >= 3:
-                falls = pts[-1][1] < pts[0][1]
-                lines.append(f"- {tag}: {objective.upper()} ESS falls with depth (rule: deepest < 1 layer): "
-                             f"{pts[0][1]:.2f} at {pts[0][0]} → {pts[-1][1]:.2f} at {pts[-1][0]} layers → {_verdict(falls)}")
+    return lines + _ess_claims(s.runs, tag, by_depth=True)
+
+
+def _ess_claims(runs: Sequence[Run], tag: str, by_depth: bool = False) -> list[str]:
+    """ESS far below k, higher for the VAE than the IWAE at the same setting, (by_depth) falling with depth."""
+    lines = []
+    with_ess = [r for r in runs if final_ess(r) is not None and r.K > 1 and r.objective in ("vae", "iwae")]
+    if not with_ess:
+        return lines
+    ratio = max(final_ess(r) / r.K for r in with_ess)
+    lines.append(f"- {tag}: ESS far below k (rule: ESS < k/2 in every run with k > 1): largest ESS/k = {ratio:.2f} "
+                 f"→ {_verdict(ratio < 0.5)}")
+
+    def key(r: Run) -> tuple:
+        return (r.dataset, r.depth, r.epochs, r.seed, r.K)
+
+    iwae = {key(r): r for r in with_ess if r.objective == "iwae"}
+    pairs = [(v, iwae[key(v)]) for v in with_ess if v.objective == "vae" and key(v) in iwae]
+    if pairs:
+        n = sum(final_ess(v) > final_ess(i) for v, i in pairs)
+        lines.append(f"- {tag}: ESS higher for the VAE than the IWAE (rule: in every pair of equal k, depth, seed): "
+                     f"{n} of {len(pairs)} pairs → {_verdict(n == len(pairs))}")
+    for objective in ("vae", "iwae") if by_depth else ():
+        pts = sorted((r.depth, final_ess(r)) for r in with_ess if r.objective == objective)
+        if len(pts) >= 3:
+            falls = pts[-1][1] < pts[0][1]
+            lines.append(f"- {tag}: {objective.upper()} ESS falls with depth (rule: deepest < 1 layer): "
+                         f"{pts[0][1]:.2f} at {pts[0][0]} → {pts[-1][1]:.2f} at {pts[-1][0]} layers → {_verdict(falls)}")
     return lines
 
 
