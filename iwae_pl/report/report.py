@@ -499,7 +499,7 @@ def _ess_claims(runs: Sequence[Run], tag: str, by_depth: bool = False) -> list[s
                      f"{n} of {len(pairs)} pairs → {_verdict(n == len(pairs))}")
     for objective in ("vae", "iwae") if by_depth else ():
         pts = sorted((r.depth, final_ess(r)) for r in with_ess if r.objective == objective)
-        if len(pts) >= 3:
+        if len(pts) >= 2 and pts[-1][0] > pts[0][0]:
             falls = pts[-1][1] < pts[0][1]
             lines.append(f"- {tag}: {objective.upper()} ESS falls with depth (rule: deepest < 1 layer): "
                          f"{pts[0][1]:.2f} at {pts[0][0]} → {pts[-1][1]:.2f} at {pts[-1][0]} layers → {_verdict(falls)}")
