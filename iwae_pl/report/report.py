@@ -540,9 +540,12 @@ def render(runs_dir: str | Path, out: Path, title: str, notes: str = "", page: s
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise DataError(f"runs folder {str(runs_dir)!r} not found")
-    runs, manifests = find_runs(runs_dir), find_manifests(runs_dir)
-    if not runs and not manifests:
+    found, manifests = find_runs(runs_dir), find_manifests(runs_dir)
+    if not found and not manifests:
         raise DataError(f"no run directories (summary.json + config.yaml) under {str(runs_dir)!r}")
+    # a summary without test/nll: a run still testing, killed, or fitted without test; it counts as missing
+    runs = [r for r in found if r.metric("test/nll") is not None]
+    unfinished = sorted(str(r.path.relative_to(runs_dir)) for r in found if r.metric("test/nll") is None)
     fig_name = f"{Path(page).stem}_figures"
     fig_dir = out / fig_name
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -553,6 +556,9 @@ def render(runs_dir: str | Path, out: Path, title: str, notes: str = "", page: s
              "(never filled in); `± sd (n=…)` is over seeds.", ""]
     if notes:
         lines += [notes.rstrip(), ""]
+    if unfinished:
+        lines += ["Left out, no test NLL yet (running, stopped, or fitted without `test`): "
+                  + ", ".join(f"`{u}`" for u in unfinished), ""]
     lines += ["## Claims, measured", ""] + (claims(sections) or ["- nothing to check yet"]) + [""]
     for s in sections:
         lines += [f"## {STUDY_TITLES.get(s.study, s.study)} — `{s.variant or 'runs'}`", ""]
