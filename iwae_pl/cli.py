@@ -281,3 +281,4 @@ def main(args: Sequence[str] | None = None) -> None:
         print(f"iwae_pl: data error: {err}", file=sys.stderr)
         sys.exit(1)
 from . import sweeps as _sweeps  # noqa: E402,F401  (registers the sweep and sweep-report subcommands)
+from .report import commands as _report_commands  # noqa: E402,F401 - registers experiment, report
