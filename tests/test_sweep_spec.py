@@ -84,6 +84,8 @@ def test_the_shipped_study_file_loads(tmp_path):
     ({"search_space": {"model.x": {"type": "normal"}}}, "unknown search_space.model.x.type 'normal'"),
     ({"base_config": "nowhere.yaml"}, "base_config 'nowhere.yaml' not found"),
     ({"enqueue": [{"model.lr": 0.1}]}, "enqueue: 'model.lr' is not in the search space"),
+    ({"trial_timeout": -5}, "trial_timeout must be a finite number in \\(0.0, inf\\], got -5"),
+    ({"heartbeat": {"interval": 0}}, "heartbeat.interval must be an integer >= 1, got 0"),
 ])
 def test_bad_study_files_are_refused_with_one_line(changes, message):
     with pytest.raises(ConfigError, match=message) as info:

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..errors import ConfigError, check_choice, check_int
+from ..errors import ConfigError, check_choice, check_float, check_int
 
 SAMPLERS = ("grid", "tpe", "random")
 PRUNERS = ("none", "median", "hyperband")
@@ -230,6 +230,8 @@ def parse_spec(raw: Any, root: Path = Path(".")) -> StudySpec:
         spec.heartbeat.update(raw["heartbeat"])
     for key in ("interval", "grace_period"):
         check_int(f"heartbeat.{key}", spec.heartbeat[key])
+    if spec.trial_timeout is not None:
+        check_float("trial_timeout", spec.trial_timeout, 0.0, low_open=True)
     if spec.sampler_name == "grid":
         spec.grid()  # every parameter must have grid values
     return spec
