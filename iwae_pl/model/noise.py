@@ -44,12 +44,6 @@ def buffer_size(batch: int, start: int, n: int, total: int) -> int:
     return rng.normal_buffer_size(batch, start * total, n * total)
 
 
-def draw_blocks(seed: int, index: Tensor | Sequence[int], first: int, nblocks: int, total: int,
-                out: Tensor | None = None) -> Tensor:
-    """Samples first * BLOCK .. (first + nblocks) * BLOCK - 1 of every point: [B, nblocks * BLOCK, total]."""
-    return draw_rows(seed, index, first * BLOCK, nblocks * BLOCK, total, out)
-
-
 def indexed_normal(seed: int, index: Tensor, start: int, n: int, dims: Sequence[int],
                    device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
                    stream: str = EVAL_STREAM) -> list[Tensor]:
