@@ -36,11 +36,11 @@ def test_two_processes_give_the_one_process_estimate(tmp_path):
     mp.spawn(_worker, args=(world, f"file://{tmp_path / 'store'}", str(tmp_path / "res")), nprocs=world)
     results = [torch.load(tmp_path / f"res.{r}") for r in range(world)]
     net, x = make_net(((4, (8, 7)), (2, (5,)))), make_data(3, 6)
-    expected = log_likelihood(net, x, torch.tensor([4, 0, 9]), K, seed=3, eval_pass=False)
+    expected = log_likelihood(net, x, torch.tensor([4, 0, 9]), K, seed=3, threads_over_points=False)
     for r in results:  # every rank has the whole estimate
         torch.testing.assert_close(r["ll"], expected, rtol=1e-10, atol=1e-10)
     # not vacuous: one share alone is a different estimate
-    half = log_likelihood(net, x, torch.tensor([4, 0, 9]), K // 2, seed=3, eval_pass=False)
+    half = log_likelihood(net, x, torch.tensor([4, 0, 9]), K // 2, seed=3, threads_over_points=False)
     assert (half - expected).abs().max() > 1e-4
     lse = results[0]["lse"]
     assert lse[0].item() == pytest.approx(math.log(math.exp(0) + math.exp(1)), rel=1e-12)
@@ -51,4 +51,4 @@ def test_two_processes_give_the_one_process_estimate(tmp_path):
 def test_without_a_process_group_it_is_log_likelihood():
     net, x = make_net(), make_data(2)
     got = sample_parallel_log_likelihood(net, x, torch.arange(2), 50, seed=1)
-    torch.testing.assert_close(got, log_likelihood(net, x, torch.arange(2), 50, seed=1, eval_pass=False))
+    torch.testing.assert_close(got, log_likelihood(net, x, torch.arange(2), 50, seed=1, threads_over_points=False))

@@ -25,7 +25,7 @@ print('imported', len({MODULES}))
 """
 
 PLAIN = ["iwae_pl.errors", "iwae_pl.rng", "iwae_pl.model", "iwae_pl.model.network", "iwae_pl.model.likelihood",
-         "iwae_pl.model.objectives", "iwae_pl.model.noise", "iwae_pl.model.schedules", "iwae_pl.fast.eval_pass",
+         "iwae_pl.model.objectives", "iwae_pl.model.noise", "iwae_pl.model.schedules",
          "iwae_pl.fast.bernoulli", "iwae_pl.fast.inplace", "iwae_pl.diagnostics", "iwae_pl.diagnostics.images",
          "iwae_pl.diagnostics.figures", "iwae_pl.runs.result"]
 

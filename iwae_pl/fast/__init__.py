@@ -1,10 +1,11 @@
-"""The speed paths, each tested equal to the plain reference it replaces (tests/test_fast_paths.py).
+"""The evaluation speed paths (no autograd), each tested equal to the plain reference it replaces
+(tests/test_fast_paths.py).
 
-    inplace     MLPs with tanh / ReLU in place, training tanh via sigmoid   (reference: ``nn.Sequential``)
-    bernoulli   the visible head + Bernoulli pixel term as one autograd function; softplus sums
-                (reference: the head, then ``model.densities.bernoulli_log_prob``)
-    eval_pass   the CPU evaluation pass behind L_k         (reference: ``IWAENetwork.log_weights``)
-    workspace   per-thread reused buffers for the no-autograd paths
+    inplace     MLPs with tanh / ReLU in place                          (reference: ``nn.Sequential``)
+    bernoulli   the visible block + Bernoulli pixel term in cache-sized row blocks, softplus sums
+                (reference: the block, then ``model.densities.bernoulli_log_prob``)
+    workspace   per-thread reused buffers for these paths
 
-Plain PyTorch, no Lightning. Measured gains: benchmarks/README.md.
+Training runs the plain modules: its fused versions did not pay for themselves. Plain PyTorch, no
+Lightning. Measured gains: benchmarks/README.md.
 """

@@ -1,27 +1,25 @@
-"""The Bernoulli pixel term log p(x | h1): the fast path of ``model.densities.bernoulli_log_prob``.
+"""The Bernoulli pixel term log p(x | h1) without autograd: the fast path of ``model.densities.bernoulli_log_prob``.
 
-It is the largest elementwise term of every pass ([*S, B, D] logits, D = 784 for MNIST), and torch's
-``softplus`` kernel costs several times an ``exp`` per element on a CPU. Two rewrites do the work:
+It is the largest elementwise term of an evaluation pass ([*S, B, D] logits, D = 784 for MNIST), and
+torch's ``softplus`` kernel costs several times an ``exp`` per element on a CPU. Two rewrites do the work:
 
 - softplus(l) = relu(l) - log sigmoid(|l|) with sigmoid(|l|) in [1/2, 1], so the per-pixel logs
   become one log per 16 pixels of their product (``log_prod_``);
-- in training, ``VisibleBernoulli`` is the visible head and the pixel term as one autograd function:
-  its forward writes G = sigmoid(l) - x over the logits (the only tensor the backward needs), and its
-  backward is three matrix products with the upstream gradient folded into the small [rows, H] side:
-  no elementwise pass over [rows, D] at all.
+- sum_d x_d l_d comes from the [rows, H] side of the visible layer (``_x_dot_logits``), and the logits
+  are computed in row blocks of about ROW_BLOCK rows that stay in the CPU caches, written into the
+  thread's reused buffer.
 
-Without autograd (evaluation), ``visible_log_prob`` runs the visible block over row blocks that stay
-in the CPU caches and writes the logits into the thread's reused buffer. Same values and gradients
-as the reference up to float rounding (tests/test_fast_paths.py).
+With autograd (training) the reference expression runs: a fused training version of this layer (one
+autograd function with a hand-written backward) was measured at 1.01x the reference step and removed
+(benchmarks/README.md). Same values as the reference up to float rounding (tests/test_fast_paths.py).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
-from .inplace import FUSED_MIN, autocast_on, has_hooks, mlp_forward
+from .inplace import autocast_on, has_hooks, mlp_forward
 from .workspace import Workspace
 
 _TREE_LEVELS = 4  # products of up to 2^4 = 16 factors in [1/2, 1]: >= 2^-16, exact to a few ulp
@@ -69,8 +67,8 @@ def dot_last(logits: Tensor, x: Tensor) -> Tensor:
 def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
     """log Bernoulli(x; sigmoid(logits)) summed over pixels; x [B, D] broadcasts against [*S, B, D].
 
-    With autograd this is the reference expression (the fused training path is ``VisibleBernoulli``,
-    which needs the head's input); without it, the softplus sum of ``softplus_sum_`` on a copy.
+    With autograd this is the reference expression; without it, the softplus sum of ``softplus_sum_``
+    on a copy.
     """
     if torch.is_grad_enabled() and (logits.requires_grad or x.requires_grad):
         return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
@@ -92,64 +90,17 @@ def _scratch(rows: int, cols: int, like: Tensor) -> Tensor:
     return Workspace.local().get("bernoulli scratch", rows, cols, like.dtype, device=like.device)
 
 
-class VisibleBernoulli(torch.autograd.Function):
-    """log p(x | a) = sum_d x_d l_d - softplus(l_d) with l = a W^T + b, as one autograd function.
-
-    Inputs: a [S', B, H] (the visible MLP's output; row (s, b) is sample s of point b), weight [D, H],
-    bias [D], x [B, D] (data: no gradient). Output [S', B]. The forward keeps G = sigmoid(l) - x,
-    -d log p / d l, in the logits' memory; with g the upstream gradient [S' B], the backward is
-    grad_a = -g G W, grad_W = G^T (-g a), grad_b = G^T (-g).
-    """
-
-    @staticmethod
-    def forward(ctx, a: Tensor, weight: Tensor, bias: Tensor, x: Tensor) -> Tensor:
-        S, B, H = a.shape
-        a2d = a.reshape(S * B, H)
-        logits = torch.addmm(bias, a2d, weight.t())  # [S' B, D]
-        r = _scratch(*logits.shape, logits)
-        relu = torch.clamp_min(logits, 0, out=r).sum(-1).view(S, B)
-        out = _x_dot_logits(a, x @ weight, x @ bias).sub_(relu)
-        G = logits.sigmoid_()
-        torch.maximum(torch.neg(G, out=r).add_(1), G, out=r)  # r = sigmoid(|l|): -log(1 + e^-|l|) = log r
-        out.add_(log_prod_(r).view(S, B))
-        G.view(S, B, -1).sub_(x)
-        ctx.save_for_backward(a2d, weight, G)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        a2d, weight, G = ctx.saved_tensors
-        g = grad.reshape(-1, 1).neg()  # [S' B, 1]
-        grad_a = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_a = torch.mm(G, weight).mul_(g).view(*grad.shape, -1)
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.mm(G.t(), a2d * g)
-        if ctx.needs_input_grad[2]:
-            grad_b = torch.mv(G.t(), g.view(-1))
-        return grad_a, grad_w, grad_b, None
-
-
-# Evaluation (no autograd): the visible block is most of the work of a pass and its [rows, D] logits
-# the largest tensor. Blocks of about ROW_BLOCK rows keep the block's activations and logits in the CPU
+# The visible block is most of the work of an evaluation pass and its [rows, D] logits the largest
+# tensor. Blocks of about ROW_BLOCK rows keep the block's activations and logits in the CPU
 # caches (every pass over a DRAM-sized tensor waits on memory); larger blocks allocate as usual.
 ROW_BLOCK = 512
 _SCRATCH_MAX = 1 << 23  # elements (32 MiB in float32)
 
 
-def softplus_(t: Tensor) -> Tensor:
-    """softplus in place (the native kernel writing into its input), for tensors nothing else uses."""
-    try:
-        return torch._C._nn.softplus(t, 1.0, 20.0, out=t)
-    except (AttributeError, RuntimeError, TypeError):  # an older/newer torch without this overload
-        return t.copy_(F.softplus(t))
-
-
-def _fused_applies(block: nn.Module, x: Tensor, t: Tensor) -> bool:
-    """Whether ``VisibleBernoulli`` can stand in for head + Bernoulli term: no hooks, no autocast,
-    data x [B, D] that needs no gradient."""
-    return (not has_hooks(block) and not autocast_on(t) and not x.requires_grad and x.dim() == 2
+def _blocked_applies(block: nn.Module, x: Tensor, t: Tensor) -> bool:
+    """Whether the row-blocked evaluation path applies: no autograd, no hooks, no autocast, data
+    x [B, D] matching t [*S, B, d1]."""
+    return (not torch.is_grad_enabled() and not has_hooks(block) and not autocast_on(t) and x.dim() == 2
             and t.dim() >= 2 and x.shape[0] == t.shape[-2] and x.shape[1] == block.head.out_features
             and x.dtype == t.dtype)
 
@@ -157,19 +108,14 @@ def _fused_applies(block: nn.Module, x: Tensor, t: Tensor) -> bool:
 def visible_log_prob(block: nn.Module, x: Tensor, t: Tensor) -> Tensor:
     """``bernoulli_log_prob(x, block(t))`` for a BernoulliBlock (``mlp``, ``head``).
 
-    t [*S, B, d1] -> [*S, B]. With autograd, ``VisibleBernoulli``; without it, row blocks of about
-    ROW_BLOCK rows with their logits in a reused buffer.
+    t [*S, B, d1] -> [*S, B]. Without autograd, row blocks of about ROW_BLOCK rows with their logits
+    in a reused buffer; with it (training), the module and the reference density.
     """
-    if not _fused_applies(block, x, t):
+    if not _blocked_applies(block, x, t):
         return bernoulli_log_prob(x, block.head(mlp_forward(block.mlp, t)))
     B, D = x.shape
     samples = t.reshape(-1, B, t.shape[-1])  # [S', B, d1]
     head = block.head
-    if torch.is_grad_enabled():
-        a = mlp_forward(block.mlp, samples)
-        if a.shape[0] * B * D < FUSED_MIN:
-            return bernoulli_log_prob(x, head(a)).view(t.shape[:-1])
-        return VisibleBernoulli.apply(a, head.weight, head.bias, x).view(t.shape[:-1])
     per_block = max(1, ROW_BLOCK // B)  # samples per block
     out = t.new_empty(samples.shape[:2])
     xw, xb = x @ head.weight, x @ head.bias

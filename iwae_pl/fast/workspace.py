@@ -2,7 +2,7 @@
 
 On a CPU a fresh multi-MB tensor costs a page fault per 4 KiB on first touch (on the virtual
 machines this project runs on that doubled the time of elementwise work), so the no-autograd
-evaluation paths (``eval_pass``, ``BernoulliBlock.log_prob``) write into buffers that live here
+evaluation path (``BernoulliBlock.log_prob``, ``fast.bernoulli``) writes into buffers that live here
 instead of allocating per pass. The buffers belong to the thread, not to a module: they are never
 pickled or deep-copied with a network, and they go away with the thread.
 """
@@ -29,16 +29,13 @@ class Workspace:
             cls._tls.ws = cls()
         return cls._tls.ws
 
-    def get(self, name: str, rows: int, cols: int, dtype: torch.dtype, ones: bool = False,
+    def get(self, name: str, rows: int, cols: int, dtype: torch.dtype,
             device: torch.device | str = "cpu") -> Tensor:
-        """A [rows, cols] buffer (contents undefined); with ``ones`` it has one more column, set to 1
-        (an input that carries its layer's bias into a matrix product, see ``eval_pass``)."""
+        """A [rows, cols] buffer (contents undefined)."""
         device = torch.device(device)
-        key = (name, cols, dtype, ones, device)
+        key = (name, cols, dtype, device)
         buf = self._buffers.get(key)
         if buf is None or buf.shape[0] < rows:
             with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
-                buf = self._buffers[key] = torch.empty(rows, cols + ones, dtype=dtype, device=device)
-                if ones:
-                    buf[:, -1] = 1
+                buf = self._buffers[key] = torch.empty(rows, cols, dtype=dtype, device=device)
         return buf[:rows]

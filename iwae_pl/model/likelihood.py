@@ -2,20 +2,17 @@
 
 L_k(x) = log (1/k) sum_{i=1..k} w_i,  w_i = p(x, h_i) / q(h_i | x),  h_i ~ q(h | x),
 
-with k = 5000 in the papers. Two ways to compute it, with the same noise and the same values up to
-float rounding (tests/test_fast_paths.py):
-
-- on a CPU for k >= 512 (binary data, tanh/ReLU nets, no pruning), the evaluation pass of
-  ``eval_pass``: one data point at a time, its samples in blocks of ``chunk`` rows, points spread
-  over threads;
-- otherwise (a GPU, pruning via ``keep``, other networks, or ``eval_pass=False``), ``IWAENetwork.
-  log_weights`` on chunks of samples combined with a running log-sum-exp, a large batch split into
-  groups of points so that a forward pass holds at most max(chunk, max_rows) sample rows.
-Either way memory is bounded by the chunk, not by k or the batch. Noise comes from ``noise``: a data
-point's estimate does not depend on the chunk size, the path, the batch it is evaluated in, or how
-many processes share the work. ``sample_parallel_log_likelihood`` spreads the k samples of the same
-points over the processes of a ``torch.distributed`` group (few points, large k) and combines the
-partial sums exactly with ``distributed_logsumexp``.
+with k = 5000 in the papers. ``IWAENetwork.log_weights`` runs on chunks of samples combined with a
+running log-sum-exp; a large batch is split into groups of points so that a forward pass holds at most
+max(chunk, max_rows) sample rows, so memory is bounded by the chunk, not by k or the batch. On a CPU
+with T > 1 torch threads, whole data points are spread over T Python threads that each run torch
+single-threaded (``threads_over_points``): the per-point work is a few large matrix products and
+long elementwise passes, and splitting every one of them T ways waits on the slowest thread T times
+per operation (benchmarks/README.md, "L_5000"). Noise comes from ``noise``: a data point's estimate
+does not depend on the chunk size, the threading, the batch it is evaluated in, or how many processes
+share the work. ``sample_parallel_log_likelihood`` spreads the k samples of the same points over the
+processes of a ``torch.distributed`` group (few points, large k) and combines the partial sums exactly
+with ``distributed_logsumexp``.
 """
 from __future__ import annotations
 
@@ -28,18 +25,15 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..errors import check_int
-from ..fast.eval_pass import EVAL_ROWS, EvalPass, supports
-from ..fast.workspace import Workspace
 from .network import IWAENetwork
 from .noise import BLOCK, indexed_normal
 
-# The evaluation pass has a fixed set-up cost per data point: it pays off only from k of a few hundred
-# (benchmarks/README.md, "Scaling with K").
-EVAL_PASS_MIN_K = 512
-# Rows (samples x data points) per forward pass of the network path. On a CPU small passes are
-# fastest: the [rows, D] activations stay in cache and reuse the allocator's memory (a fresh multi-MB
-# tensor costs a page fault per 4 KiB); benchmarks/bench.py sweeps it. A GPU wants large passes.
+# Rows (samples x data points) per forward pass. On a CPU small passes are fastest: the activations
+# stay in cache and reuse the allocator's memory (a fresh multi-MB tensor costs a page fault per 4 KiB);
+# a thread evaluating one point at a time does best with smaller passes still (benchmarks/README.md).
+# A GPU wants large passes.
 DEFAULT_MAX_ROWS = 8192
+THREAD_ROWS = 1024
 CUDA_MAX_ROWS = 1 << 17  # ~0.5 GB of activations for Burda's nets
 
 
@@ -54,38 +48,35 @@ def auto_chunk(batch_size: int, k: int, max_rows: int = DEFAULT_MAX_ROWS) -> int
 @torch.no_grad()
 def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *, seed: int = 0,
                    chunk: int | None = None, keep: Sequence[Tensor | None] | None = None,
-                   max_rows: int | None = None, eval_pass: bool = True) -> Tensor:
+                   max_rows: int | None = None, threads_over_points: bool = True) -> Tensor:
     """L_k for each data point.
 
     Args:
-        net: the network. x: [B, D] binary data. index: [B] the data points' dataset indices (they
-            select the noise). k: samples per data point. seed: evaluation seed.
-        chunk: samples per data point per forward pass (default: ``EVAL_ROWS`` on the evaluation
-            pass, else ``auto_chunk``; the evaluation pass rounds it down to a multiple of the noise
-            BLOCK, at least one BLOCK).
+        net: the network. x: [B, D] data. index: [B] the data points' dataset indices (they select
+            the noise). k: samples per data point. seed: evaluation seed.
+        chunk: samples per data point per forward pass (default ``auto_chunk``: as many as fit in
+            max_rows rows, or THREAD_ROWS for points over threads; a multiple of the noise BLOCK).
         keep: optional per layer bool [d_l]: evaluate with the False units pruned (see
             ``IWAENetwork.log_weights``), for Burda et al.'s check that inactive units do not matter.
         max_rows: bound on samples x data points per forward pass (default: ``DEFAULT_MAX_ROWS`` on
             CPU, ``CUDA_MAX_ROWS`` on a GPU); the batch is split into groups of max(1, max_rows // chunk)
-            points, so memory is bounded whatever the batch size and k. (The evaluation pass runs one
-            point at a time: max_rows only caps its chunk.)
-        eval_pass: use the CPU evaluation pass where it applies and k >= ``EVAL_PASS_MIN_K``
-            (False: always the network's own forward pass, e.g. to check one against the other).
+            points, so memory is bounded whatever the batch size and k.
+        threads_over_points: on a CPU with T = torch.get_num_threads() > 1 and more than one point,
+            evaluate whole points on T threads, torch single-threaded in each (False: every operation
+            on torch's intra-op threads). Same values either way.
     Returns:
         [B] estimates of log p(x) (x's dtype). A point's value does not depend on chunk, max_rows,
-        eval_pass or the rest of the batch (up to float rounding).
+        the threading or the rest of the batch (up to float rounding).
     """
     k = check_int("k", k)
-    if eval_pass and k >= EVAL_PASS_MIN_K and keep is None and x.shape[0] > 0 and supports(net, x):
-        rows = EVAL_ROWS if chunk is None else check_int("chunk", chunk)
-        if max_rows is not None:
-            rows = min(rows, check_int("max_rows", max_rows))
-        return _per_point(net, x, index, k, seed, rows)
     if max_rows is None:
         max_rows = CUDA_MAX_ROWS if x.device.type == "cuda" else DEFAULT_MAX_ROWS
     max_rows = check_int("max_rows", max_rows)
-    chunk = auto_chunk(x.shape[0], k, max_rows) if chunk is None else chunk
-    chunk = check_int("chunk", chunk)
+    threads = min(torch.get_num_threads(), x.shape[0]) if x.device.type == "cpu" else 1
+    if threads_over_points and threads > 1:
+        chunk = auto_chunk(1, k, min(max_rows, THREAD_ROWS)) if chunk is None else check_int("chunk", chunk)
+        return _over_threads(threads, net, x, index, k, seed, chunk, keep)
+    chunk = auto_chunk(x.shape[0], k, max_rows) if chunk is None else check_int("chunk", chunk)
     return _log_sum_weights(net, x, index, 0, k, seed, chunk, max_rows, keep) - math.log(k)
 
 
@@ -141,39 +132,26 @@ def sample_parallel_log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k
     return distributed_logsumexp(partial, group) - math.log(k)
 
 
-def _per_point(net: IWAENetwork, x: Tensor, index: Tensor, k: int, seed: int, rows: int) -> Tensor:
-    """L_k through the CPU evaluation pass (``eval_pass``), one data point at a time.
-
-    With T = torch.get_num_threads() > 1 the points are spread over T Python threads that each run
-    torch single-threaded: whole points in parallel, instead of every small operation split T ways
-    (which waits on the slowest thread T times per operation). Threads release the GIL inside torch.
-    """
-    ev = EvalPass(net, x.dtype)
-    index = [int(i) for i in index.tolist()]
+def _over_threads(threads: int, net: IWAENetwork, x: Tensor, index: Tensor, k: int, seed: int, chunk: int,
+                  keep: Sequence[Tensor | None] | None) -> Tensor:
+    """L_k with the points spread over ``threads`` Python threads, each running torch single-threaded
+    (threads release the GIL inside torch); one point per forward pass, ``chunk`` samples at a time."""
     inference = torch.is_inference_mode_enabled()  # thread-local, like grad mode: carried into workers
+    grad = torch.is_grad_enabled()
 
-    def points(first: int, step: int) -> list[Tensor]:
-        """log sum_i w_i of points first, first + step, ... (one scalar tensor each)."""
-        ws = Workspace.local()
-        with torch.inference_mode(inference):
-            return [torch.logsumexp(ev.log_weights(x[b], index[b], k, seed, rows, ws), 0)
-                    for b in range(first, x.shape[0], step)]
+    def worker(first: int) -> Tensor:
+        torch.set_num_threads(1)
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return torch.cat([_log_sum_weights(net, x[b:b + 1], index[b:b + 1], 0, k, seed, chunk, chunk, keep)
+                              for b in range(first, x.shape[0], threads)])
 
     intra_op = torch.get_num_threads()
-    threads = min(intra_op, x.shape[0])
-    if threads == 1:
-        return torch.stack(points(0, 1)) - math.log(k)
-
-    def worker(first: int) -> list[Tensor]:
-        torch.set_num_threads(1)
-        return points(first, threads)
-
     try:
         with ThreadPoolExecutor(threads) as pool:
             parts = list(pool.map(worker, range(threads)))  # list(): re-raises a worker's exception here
     finally:
         torch.set_num_threads(intra_op)  # BLAS thread counts are process-wide: restore them
-    out = torch.empty(x.shape[0], dtype=x.dtype)
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for first, values in enumerate(parts):
-        out[first::threads] = torch.stack(values)
+        out[first::threads] = values
     return out - math.log(k)

@@ -26,22 +26,15 @@ def _index_tensor(index: Tensor | Sequence[int], device: torch.device | str | No
 
 
 def draw_rows(seed: int, index: Tensor | Sequence[int], start: int, n: int, total: int,
-              out: Tensor | None = None, stream: str = EVAL_STREAM,
-              device: torch.device | str | None = None) -> Tensor:
+              stream: str = EVAL_STREAM, device: torch.device | str | None = None) -> Tensor:
     """Samples start .. start+n-1 of every data point, all layers side by side.
 
-    Returns [B, n, total] float32 (a view of ``out`` if it has ``buffer_size(B, start, n, total)``
-    elements: callers that draw repeatedly reuse one buffer); row j of point b is sample start + j of
-    stream (seed, index[b]), i.e. normals (start + j) * total .. (start + j + 1) * total - 1 of it.
+    Returns [B, n, total] float32; row j of point b is sample start + j of stream (seed, index[b]),
+    i.e. normals (start + j) * total .. (start + j + 1) * total - 1 of it.
     """
-    index = _index_tensor(index, device if out is None else out.device)
-    normals = rng.counter_normal(rng.keys(seed, stream, index), start * total, n * total, out)
+    index = _index_tensor(index, device)
+    normals = rng.counter_normal(rng.keys(seed, stream, index), start * total, n * total)
     return normals.view(index.shape[0], n, total)
-
-
-def buffer_size(batch: int, start: int, n: int, total: int) -> int:
-    """Elements of a reusable ``out`` buffer for ``draw_rows(..., start, n, total)`` on ``batch`` points."""
-    return rng.normal_buffer_size(batch, start * total, n * total)
 
 
 def indexed_normal(seed: int, index: Tensor, start: int, n: int, dims: Sequence[int],

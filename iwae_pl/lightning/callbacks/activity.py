@@ -144,8 +144,7 @@ class ActivityStats(Callback):
         hp = pl_module.hparams
         kw = dict(seed=hp.get("eval_seed", 0), chunk=hp.get("eval_chunk", None))
         pruned = log_likelihood(pl_module.net, x, index, self.prune_check_k, keep=self._keep, **kw)
-        # The same computation as the pruned one (the network path), so the difference is the pruning's.
-        full = log_likelihood(pl_module.net, x, index, self.prune_check_k, eval_pass=False, **kw)
+        full = log_likelihood(pl_module.net, x, index, self.prune_check_k, **kw)
         self._nll.update(nll=torch.stack([torch.tensor(float(len(x)), dtype=torch.float64),
                                           -pruned.double().sum().cpu(), -full.double().sum().cpu()]))
 
