@@ -18,12 +18,13 @@ Sections (``--sections``, default all):
   pythae    1-layer model, K = 50: the project vs pythae's IWAE (``peers.py``; skipped with a note
             when pythae is not installed: ``pip install -e .[bench]``).
   lightning Trainer.fit(IWAEModule) (CSVLogger, checkpointing, progress bar off) vs the same network
-            in the hand loop, 2-layer, K = 50.
+            in the hand loop, 2-layer, K = 50, and where a step's time goes in each (median ms per
+            step of the forward, the backward and the rest: optimizer, data, Lightning's loop).
   eval      L_5000 on evenly spaced test points (the full 10,000 on a GPU), each configuration in a
-            fresh process with its peak memory: the project's default, its network path, and the
-            per-sample reference at several chunk sizes (samples per pass, all points together); on a
-            CPU with T > 1 threads also the network path with whole points spread over T threads
-            (torch single-threaded in each), the evaluation pass's own threading.
+            fresh process with its peak memory: the project's default (on a CPU with T > 1 threads,
+            whole points spread over T threads, torch single-threaded in each), the same network on
+            its plain modules (no evaluation fast path), on a CPU the project on intra-op threads, and
+            the per-sample reference at several chunk sizes (samples per pass, all points together).
 
 Method: all variants start from the same briefly trained parameters; in every round each variant
 runs a fixed number of steps after a few untimed ones, in an order rotated every round; tables give
@@ -374,51 +375,114 @@ def section_pythae(ctx, res):
     res["pythae"] = {"steps_per_round": steps, "variants": train_table(ctx, per, fl, peak_now(res))}
 
 
-def run_lightning(ctx, steps: int, skip: int = 5) -> float:
-    """Steps/s of Trainer.fit(IWAEModule) on the benchmark's data, timed between on_train_batch_end calls."""
+class Segments:
+    """Per-step clocks: forward, backward and the step's whole period (medians in ms)."""
+
+    def __init__(self, sync):
+        self.sync, self.marks = sync, []
+
+    def mark(self, name: str) -> None:
+        self.sync()
+        self.marks.append((name, time.perf_counter()))
+
+    def medians(self, skip: int) -> dict:
+        spans = {"forward": [], "backward": [], "step": []}
+        last = {}
+        for name, t in self.marks:
+            if name == "forward end":
+                spans["forward"].append(t - last["forward"])
+            elif name == "backward end":
+                spans["backward"].append(t - last["backward"])
+            elif name == "step end" and "step end" in last:
+                spans["step"].append(t - last["step end"])
+            last[name] = t
+        out = {k: 1e3 * median(v[skip:]) for k, v in spans.items()}
+        out["rest"] = out["step"] - out["forward"] - out["backward"]
+        return out
+
+
+def run_lightning(ctx, steps: int, skip: int = 5) -> tuple[float, dict]:
+    """Steps/s of Trainer.fit(IWAEModule) on the benchmark's data, timed between on_train_batch_end calls,
+    and the median segments of a step."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
     from iwae_pl.lightning.module import IWAEModule
 
-    class StepClock(pl.Callback):
-        def __init__(self):
-            self.t = []
+    seg = Segments(ctx.settings.sync)
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            ctx.settings.sync()
-            self.t.append(time.perf_counter())
+    class Clocked(IWAEModule):
+        def training_step(self, batch, batch_idx):
+            seg.mark("forward")
+            out = super().training_step(batch, batch_idx)
+            seg.mark("forward end")
+            return out
 
-    module = IWAEModule(input_dim=784, layers=ctx.pkg.BURDA_2_LAYER, objective="iwae", K=50,
-                        init_visible_bias=False, val_k=0)
+        def on_before_backward(self, loss):
+            seg.mark("backward")
+
+        def on_after_backward(self):
+            seg.mark("backward end")
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            seg.mark("step end")
+
+    module = Clocked(input_dim=784, layers=ctx.pkg.BURDA_2_LAYER, objective="iwae", K=50,
+                     init_visible_bias=False, val_k=0)
     module.net.load_state_dict(ctx.warm_state("2"))
-    clock = StepClock()
     run_dir = Path(tempfile.mkdtemp(dir=ctx.tmp))
     precision = {None: "32-true", torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}[ctx.settings.dtype]
     trainer = pl.Trainer(max_steps=skip + steps + 1, accelerator=ctx.settings.device.type, devices=1,
                          precision=precision, logger=CSVLogger(str(run_dir), name="bench"),
-                         callbacks=[ModelCheckpoint(dirpath=str(run_dir / "ckpt"), save_last=True), clock],
+                         callbacks=[ModelCheckpoint(dirpath=str(run_dir / "ckpt"), save_last=True)],
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          limit_val_batches=0)
     trainer.fit(module, datamodule=ctx.dm)
     shutil.rmtree(run_dir, ignore_errors=True)
-    return steps / (clock.t[skip + steps] - clock.t[skip])
+    ends = [t for name, t in seg.marks if name == "step end"]
+    return steps / (ends[skip + steps] - ends[skip]), seg.medians(skip)
+
+
+def run_hand(ctx, steps: int, skip: int = 5) -> tuple[float, dict]:
+    """The project's network and objective in the hand loop, with the same segment clocks."""
+    net = ctx.net()
+    objective = ctx.pkg.make_objective("iwae", 1, 50)
+    opt = optimizer(net.parameters())
+    seg, it = Segments(ctx.settings.sync), ctx.batches()
+    for _ in range(skip + steps + 1):
+        x = next(it)
+        seg.mark("forward")
+        with ctx.settings.autocast():
+            loss = -objective.estimate(net, x).surrogate.mean()
+        seg.mark("forward end")
+        opt.zero_grad()
+        seg.mark("backward")
+        loss.backward()
+        seg.mark("backward end")
+        opt.step()
+        seg.mark("step end")
+    ends = [t for name, t in seg.marks if name == "step end"]
+    return steps / (ends[skip + steps] - ends[skip]), seg.medians(skip)
 
 
 def section_lightning(ctx, res):
     args = ctx.args
     steps = 50 * max(1, round(args.budget * 40 / 50))  # a multiple of Lightning's logging period (50)
-    hand = lambda: run_steps(ctx, lambda: make_project(ctx, "2", 1, 50), steps)  # noqa: E731
-    runners = {"lightning": lambda: run_lightning(ctx, steps), "hand loop": hand}
+    runners = {"lightning": lambda: run_lightning(ctx, steps), "hand loop": lambda: run_hand(ctx, steps)}
     per = {n: [] for n in runners}
+    segments = {n: [] for n in runners}
     names = list(runners)
     for r in range(args.rounds):
         for name in names[r % 2:] + names[:r % 2]:
-            per[name].append(runners[name]())
+            rate, seg = runners[name]()
+            per[name].append(rate)
+            segments[name].append(seg)
         log(f"  lightning round {r + 1}: " + ", ".join(f"{n} {per[n][-1]:.1f}/s" for n in names))
-    res["lightning"] = {"steps_per_round": steps, "variants": {n: {"steps_per_s": median(v), "rounds": v}
-                                                               for n, v in per.items()}}
+    res["lightning"] = {"steps_per_round": steps, "variants": {
+        n: {"steps_per_s": median(v), "rounds": v,
+            "segments_ms": {k: median([s[k] for s in segments[n]]) for k in segments[n][0]}}
+        for n, v in per.items()}}
 
 
 # ---------------------------------------------------------------------------------------------- L_5000
@@ -466,25 +530,12 @@ def eval_worker(spec: dict) -> dict:
 
         def run(xb, ib):
             return naive.log_likelihood(xb, k, chunk=spec["chunk"])
-    elif spec["impl"] == "network threads":  # the network path, whole points spread over threads
-        from concurrent.futures import ThreadPoolExecutor
-        threads = spec["threads"]
-
-        def one_thread(xb, ib, first):
-            torch.set_num_threads(1)
-            return [iwae_pl.log_likelihood(net, xb[b:b + 1], ib[b:b + 1], k, seed=0, eval_pass=False, chunk=k)
-                    for b in range(first, len(xb), threads)]
-
-        def run(xb, ib):
-            with ThreadPoolExecutor(threads) as pool:
-                parts = list(pool.map(lambda first: one_thread(xb, ib, first), range(threads)))
-            torch.set_num_threads(threads)
-            out = torch.empty(len(xb), device=xb.device)
-            for first, values in enumerate(parts):
-                out[first::threads] = torch.cat(values)
-            return out
     else:
-        kw = {"eval_pass": False} if spec["impl"] == "network" else {}
+        if spec["impl"] == "plain":  # the same network on its plain modules (no evaluation fast path)
+            plain = iwae_pl.IWAENetwork(784, iwae_pl.BURDA_2_LAYER, fast=False)
+            plain.load_state_dict(net.state_dict())
+            net = plain.to(device).eval()
+        kw = {"threads_over_points": False} if spec["impl"] == "intra-op" else {}
 
         def run(xb, ib):
             return iwae_pl.log_likelihood(net, xb, ib, k, seed=0, **kw)
@@ -520,10 +571,11 @@ def section_eval(ctx, res):
     torch.save(ctx.warm_state("2"), ctx.tmp / "warm2.pt")
     gpu = ctx.settings.device.type == "cuda"
     points = None if gpu else (10 if args.quick else args.eval_points)
-    configs = {"project default": {"impl": "project", "batch": 500 if gpu else 20},
-               "project network path": {"impl": "network", "batch": 500 if gpu else 20}}
-    if not gpu and torch.get_num_threads() > 1:  # what the CPU evaluation pass's threading gives the network path
-        configs["project network path, points over threads"] = {"impl": "network threads", "batch": 20}
+    batch = 500 if gpu else 20
+    configs = {"project default": {"impl": "project", "batch": batch},
+               "project, plain modules (fast=False)": {"impl": "plain", "batch": batch}}
+    if not gpu and torch.get_num_threads() > 1:  # the default spreads points over threads: vs intra-op threads
+        configs["project, intra-op threads"] = {"impl": "intra-op", "batch": batch}
     chunks = (16, 50, 200) if args.quick else (8, 16, 50, 100, 500)
     for chunk in chunks:  # the naive reference's sweep: samples per pass, all points of a batch together
         configs[f"naive chunk {chunk}"] = {"impl": "naive", "chunk": chunk, "batch": 500 if gpu else 20}
@@ -546,8 +598,8 @@ def section_eval(ctx, res):
                          "mean_ll": runs[0]["mean_ll"], "gflop_per_point": fl / 1e9,
                          "fraction_of_peak": fl * pps / 1e9 / peak_now(res),
                          "rounds": [o["points_per_s"] for o in runs]}
-    res["eval"] = {"points": points or 10000, "configs": summary, "max_abs_diff_default_vs_network": max(
-        abs(a - b) for a, b in zip(out["project default"][0]["ll"], out["project network path"][0]["ll"]))}
+    res["eval"] = {"points": points or 10000, "configs": summary, "max_abs_diff_default_vs_plain": max(
+        abs(a - b) for a, b in zip(out["project default"][0]["ll"], out["project, plain modules (fast=False)"][0]["ll"]))}
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -597,7 +649,12 @@ def report(res) -> str:
     if "lightning" in res:
         v = res["lightning"]["variants"]
         lines += ["", f"Lightning vs hand loop, 2-layer K = 50: {v['lightning']['steps_per_s']:.1f} vs "
-                      f"{v['hand loop']['steps_per_s']:.1f} steps/s = {v['lightning']['steps_per_s'] / v['hand loop']['steps_per_s']:.3f}x"]
+                      f"{v['hand loop']['steps_per_s']:.1f} steps/s = {v['lightning']['steps_per_s'] / v['hand loop']['steps_per_s']:.3f}x",
+                  "", "| median ms per step | forward | backward | rest (optimizer, data, loop) | whole step |",
+                  "|---|---|---|---|---|"]
+        for name, s in v.items():
+            g = s["segments_ms"]
+            lines.append(f"| {name} | {g['forward']:.2f} | {g['backward']:.2f} | {g['rest']:.2f} | {g['step']:.2f} |")
     if "eval" in res:
         e = res["eval"]
         c = e["configs"]
@@ -609,8 +666,8 @@ def report(res) -> str:
             lines.append(f"| {name} | {s['points_per_s']:.2f} | {s['full_test_set_minutes']:.1f} | {s['gflop_per_point']:.2f} | "
                          f"{s['fraction_of_peak']:.0%} | {s['peak_mb']:.0f} | {s['above_idle_mb']:.0f} | "
                          f"{c['project default']['points_per_s'] / s['points_per_s']:.2f} | {s['mean_ll']:.3f} |")
-        lines += ["", f"tuned naive reference: {best}; default vs network path, same noise: max |L_5000 difference| "
-                      f"{e['max_abs_diff_default_vs_network']:.2e}"]
+        lines += ["", f"tuned naive reference: {best}; default vs plain modules, same noise: max |L_5000 difference| "
+                      f"{e['max_abs_diff_default_vs_plain']:.2e}"]
     return "\n".join(lines)
 
 
