@@ -29,11 +29,11 @@ from .network import IWAENetwork
 from .noise import BLOCK, indexed_normal
 
 # Rows (samples x data points) per forward pass. On a CPU small passes are fastest: the activations
-# stay in cache and reuse the allocator's memory (a fresh multi-MB tensor costs a page fault per 4 KiB);
-# a thread evaluating one point at a time does best with smaller passes still (benchmarks/README.md).
-# A GPU wants large passes.
+# stay in cache and reuse the allocator's memory (a fresh multi-MB tensor costs a page fault per 4 KiB).
+# A worker thread of ``threads_over_points`` does best with passes of about THREAD_ELEMENTS activations
+# of the widest layer (~1,300 rows for MNIST; benchmarks/README.md). A GPU wants large passes.
 DEFAULT_MAX_ROWS = 8192
-THREAD_ROWS = 1024
+THREAD_ELEMENTS = 1 << 20
 CUDA_MAX_ROWS = 1 << 17  # ~0.5 GB of activations for Burda's nets
 
 
@@ -55,15 +55,15 @@ def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *,
         net: the network. x: [B, D] data. index: [B] the data points' dataset indices (they select
             the noise). k: samples per data point. seed: evaluation seed.
         chunk: samples per data point per forward pass (default ``auto_chunk``: as many as fit in
-            max_rows rows, or THREAD_ROWS for points over threads; a multiple of the noise BLOCK).
+            max_rows rows, fewer for points over threads; a multiple of the noise BLOCK).
         keep: optional per layer bool [d_l]: evaluate with the False units pruned (see
             ``IWAENetwork.log_weights``), for Burda et al.'s check that inactive units do not matter.
         max_rows: bound on samples x data points per forward pass (default: ``DEFAULT_MAX_ROWS`` on
             CPU, ``CUDA_MAX_ROWS`` on a GPU); the batch is split into groups of max(1, max_rows // chunk)
             points, so memory is bounded whatever the batch size and k.
         threads_over_points: on a CPU with T = torch.get_num_threads() > 1 and more than one point,
-            evaluate whole points on T threads, torch single-threaded in each (False: every operation
-            on torch's intra-op threads). Same values either way.
+            split the points into T shares evaluated on T threads, torch single-threaded in each
+            (False: every operation on torch's intra-op threads). Same values either way.
     Returns:
         [B] estimates of log p(x) (x's dtype). A point's value does not depend on chunk, max_rows,
         the threading or the rest of the batch (up to float rounding).
@@ -74,8 +74,10 @@ def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *,
     max_rows = check_int("max_rows", max_rows)
     threads = min(torch.get_num_threads(), x.shape[0]) if x.device.type == "cpu" else 1
     if threads_over_points and threads > 1:
-        chunk = auto_chunk(1, k, min(max_rows, THREAD_ROWS)) if chunk is None else check_int("chunk", chunk)
-        return _over_threads(threads, net, x, index, k, seed, chunk, keep)
+        widest = max([net.input_dim, *(h for spec in net.specs for h in spec.hidden)])
+        rows = min(max_rows, max(BLOCK, THREAD_ELEMENTS // widest))
+        chunk = auto_chunk(1, k, rows) if chunk is None else check_int("chunk", chunk)
+        return _over_threads(threads, net, x, index, k, seed, chunk, max(rows, chunk), keep)
     chunk = auto_chunk(x.shape[0], k, max_rows) if chunk is None else check_int("chunk", chunk)
     return _log_sum_weights(net, x, index, 0, k, seed, chunk, max_rows, keep) - math.log(k)
 
@@ -133,17 +135,18 @@ def sample_parallel_log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k
 
 
 def _over_threads(threads: int, net: IWAENetwork, x: Tensor, index: Tensor, k: int, seed: int, chunk: int,
-                  keep: Sequence[Tensor | None] | None) -> Tensor:
-    """L_k with the points spread over ``threads`` Python threads, each running torch single-threaded
-    (threads release the GIL inside torch); one point per forward pass, ``chunk`` samples at a time."""
+                  max_rows: int, keep: Sequence[Tensor | None] | None) -> Tensor:
+    """L_k with the points split into ``threads`` contiguous shares, each evaluated on its own Python
+    thread running torch single-threaded (threads release the GIL inside torch)."""
     inference = torch.is_inference_mode_enabled()  # thread-local, like grad mode: carried into workers
     grad = torch.is_grad_enabled()
+    bounds = [t * x.shape[0] // threads for t in range(threads + 1)]
 
-    def worker(first: int) -> Tensor:
+    def worker(t: int) -> Tensor:
         torch.set_num_threads(1)
+        a, b = bounds[t], bounds[t + 1]
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-            return torch.cat([_log_sum_weights(net, x[b:b + 1], index[b:b + 1], 0, k, seed, chunk, chunk, keep)
-                              for b in range(first, x.shape[0], threads)])
+            return _log_sum_weights(net, x[a:b], index[a:b], 0, k, seed, chunk, max_rows, keep)
 
     intra_op = torch.get_num_threads()
     try:
@@ -151,7 +154,4 @@ def _over_threads(threads: int, net: IWAENetwork, x: Tensor, index: Tensor, k: i
             parts = list(pool.map(worker, range(threads)))  # list(): re-raises a worker's exception here
     finally:
         torch.set_num_threads(intra_op)  # BLAS thread counts are process-wide: restore them
-    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-    for first, values in enumerate(parts):
-        out[first::threads] = values
-    return out - math.log(k)
+    return torch.cat(parts) - math.log(k)
