@@ -37,6 +37,13 @@ THREAD_ELEMENTS = 1 << 20
 CUDA_MAX_ROWS = 1 << 17  # ~0.5 GB of activations for Burda's nets
 
 
+def thread_rows(net: IWAENetwork, max_rows: int = DEFAULT_MAX_ROWS) -> int:
+    """Rows per forward pass of a ``threads_over_points`` worker: THREAD_ELEMENTS activations of the
+    network's widest layer, at least one noise BLOCK, at most max_rows."""
+    widest = max([net.input_dim, *(h for spec in net.specs for h in spec.hidden)])
+    return min(max_rows, max(BLOCK, THREAD_ELEMENTS // widest))
+
+
 def auto_chunk(batch_size: int, k: int, max_rows: int = DEFAULT_MAX_ROWS) -> int:
     """Samples per data point per chunk: as many as fit in max_rows, a multiple of the noise BLOCK
     (at least one BLOCK: smaller chunks would draw each noise block more than once)."""
@@ -74,8 +81,7 @@ def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *,
     max_rows = check_int("max_rows", max_rows)
     threads = min(torch.get_num_threads(), x.shape[0]) if x.device.type == "cpu" else 1
     if threads_over_points and threads > 1:
-        widest = max([net.input_dim, *(h for spec in net.specs for h in spec.hidden)])
-        rows = min(max_rows, max(BLOCK, THREAD_ELEMENTS // widest))
+        rows = thread_rows(net, max_rows)
         chunk = auto_chunk(1, k, rows) if chunk is None else check_int("chunk", chunk)
         return _over_threads(threads, net, x, index, k, seed, chunk, max(rows, chunk), keep)
     chunk = auto_chunk(x.shape[0], k, max_rows) if chunk is None else check_int("chunk", chunk)
