@@ -161,6 +161,26 @@ def test_visible_block_steps_aside_under_autocast():
     assert torch.equal(fast, ref)
 
 
+def test_plain_network_runs_no_evaluation_fast_path(monkeypatch):
+    """IWAENetwork(fast=False) evaluates through its plain modules: the fast paths are never called,
+    and the values equal the fast network's to rounding."""
+    import iwae_pl.model.network as network_module
+
+    fast = make_net(((4, (8, 7)), (2, (5,))))
+    plain = IWAENetwork(6, fast.specs, fast=False).double()
+    plain.load_state_dict(fast.state_dict())
+    x, index = make_data(3), torch.arange(3)
+    expected = log_likelihood(fast, x, index, 64)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a fast path ran")
+    for name in ("visible_log_prob", "mlp_forward"):  # the network's only doors to iwae_pl.fast
+        monkeypatch.setattr(network_module, name, refuse)
+    torch.testing.assert_close(log_likelihood(plain, x, index, 64), expected, rtol=0, atol=1e-9)
+    with pytest.raises(AssertionError, match="a fast path ran"):
+        log_likelihood(fast, x, index, 64)
+
+
 def test_visible_block_with_hooks_takes_the_plain_path():
     block = BernoulliBlock(4, (6,), 11, "tanh")
     seen = []
