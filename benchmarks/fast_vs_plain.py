@@ -18,46 +18,23 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from workloads import DATA, test_points, training_step
 
 import iwae_pl
-from iwae_pl.data import BinarizedDataModule
-from iwae_pl.lightning.module import adam
-
-DATA = Path(os.environ.get("IWAE_PL_DATA_DIR", "/work/shared/data"))
 
 
 def training(layers, rounds: int = 12, steps: int = 24) -> dict:
+    from iwae_pl.data import BinarizedDataModule
     dm = BinarizedDataModule(dataset="binarized_mnist", data_dir=str(DATA), batch_size=20, seed=0, download=False)
     dm.setup("fit")
-    objective = iwae_pl.make_objective("iwae", 1, 50)
-
-    def make(fast: bool):
-        torch.manual_seed(0)
-        net = iwae_pl.IWAENetwork(784, layers, fast=fast)
-        net.set_visible_bias(dm.train_mean())
-        opt = adam([{"params": net.parameters()}], lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
-
-        def batches():
-            while True:
-                yield from dm.train_dataloader()
-        it = batches()
-
-        def step():
-            x, _ = next(it)
-            loss = -objective.estimate(net, x).surrogate.mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return step
-    return alternate({"fast": make(True), "plain": make(False)}, rounds, steps, warm=50)
+    variants = {"fast": training_step(layers, fast=True, dm=dm), "plain": training_step(layers, fast=False, dm=dm)}
+    return alternate(variants, rounds, steps, warm=50)
 
 
 def evaluation(rounds: int = 8, points: int = 5) -> dict:
     torch.set_num_threads(1)
-    with np.load(DATA / "binarized_mnist" / "binarized_mnist_uint8.npz") as z:
-        test = torch.from_numpy(z["test"][: rounds * points + 1].astype(np.float32))
+    test = test_points(rounds * points + 1)
     torch.manual_seed(0)
     nets = {True: iwae_pl.IWAENetwork(784, iwae_pl.BURDA_2_LAYER, fast=True).eval()}
     nets[False] = iwae_pl.IWAENetwork(784, iwae_pl.BURDA_2_LAYER, fast=False).eval()

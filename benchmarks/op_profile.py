@@ -16,13 +16,12 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
+from workloads import test_points, training_step
 
 import iwae_pl
 
-DATA = Path(os.environ.get("IWAE_PL_DATA_DIR", "/work/shared/data"))
 GROUPS = {
     "matrix products": ("aten::mm", "aten::addmm", "aten::bmm", "aten::addmv_", "aten::mv", "aten::addmv"),
     "transcendental": ("aten::sigmoid_", "aten::sigmoid", "aten::tanh_", "aten::tanh", "aten::exp", "aten::exp_",
@@ -36,34 +35,12 @@ GROUPS = {
 
 
 def train_step():
-    from iwae_pl.data import BinarizedDataModule
-    from iwae_pl.lightning.module import adam
-    dm = BinarizedDataModule(dataset="binarized_mnist", data_dir=str(DATA), batch_size=20, seed=0, download=False)
-    dm.setup("fit")
-    torch.manual_seed(0)
-    net = iwae_pl.IWAENetwork(784, iwae_pl.BURDA_2_LAYER)
-    net.set_visible_bias(dm.train_mean())
-    objective = iwae_pl.make_objective("iwae", 1, 50)
-    opt = adam([{"params": net.parameters()}], lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
-
-    def batches():
-        while True:
-            yield from dm.train_dataloader()
-    it = batches()
-
-    def step():
-        x, _ = next(it)
-        loss = -objective.estimate(net, x).surrogate.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return step, 300, 100, "step"
+    return training_step(), 300, 100, "step"
 
 
 def eval_point():
     torch.set_num_threads(1)
-    with np.load(DATA / "binarized_mnist" / "binarized_mnist_uint8.npz") as z:
-        test = torch.from_numpy(z["test"][:64].astype(np.float32))
+    test = test_points(64)
     torch.manual_seed(0)
     net = iwae_pl.IWAENetwork(784, iwae_pl.BURDA_2_LAYER).eval()
     count = [0]
