@@ -45,8 +45,8 @@ def eval_point():
     net = iwae_pl.IWAENetwork(784, iwae_pl.BURDA_2_LAYER).eval()
     count = [0]
     try:
-        from iwae_pl.model.likelihood import auto_chunk, thread_rows
-        kw = {"chunk": auto_chunk(1, 5000, thread_rows(net))}  # a worker thread's passes
+        from iwae_pl.model.likelihood import auto_chunk, default_max_rows
+        kw = {"chunk": auto_chunk(1, 5000, default_max_rows(net, torch.device("cpu")))}  # a worker's passes
     except ImportError:  # a checkout from before points over threads
         kw = {}
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from iwae_pl import ConfigError, IWAENetwork, LayerSpec, log_likelihood, make_objective
-from iwae_pl.model.likelihood import auto_chunk
+from iwae_pl.model.likelihood import CPU_MAX_ROWS, CUDA_MAX_ROWS, auto_chunk, default_max_rows
 from iwae_pl.model.log_weights import LogWeights
 from iwae_pl.fast.bernoulli import bernoulli_log_prob
 from iwae_pl.fast.inplace import mlp_forward
@@ -237,6 +237,17 @@ def test_grouped_lk_equals_one_pass(chunk, max_rows):
     ref = straightforward_lk(net, x, index, 300, seed=2)
     fast = log_likelihood(net, x, index, 300, seed=2, chunk=chunk, max_rows=max_rows)
     torch.testing.assert_close(fast, ref, rtol=0, atol=1e-9)
+
+
+def test_default_pass_size_follows_the_widest_layer():
+    """About 2^20 activations of the widest layer per CPU pass (1,337 rows for MNIST's 784 pixels), at
+    most CPU_MAX_ROWS for small models, at least one noise BLOCK; large passes on a GPU."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    mnist = IWAENetwork(784, [LayerSpec(100, (200, 200)), LayerSpec(50, (100, 100))])
+    assert default_max_rows(mnist, cpu) == (1 << 20) // 784
+    assert default_max_rows(IWAENetwork(64, [LayerSpec(8, (64, 64))]), cpu) == CPU_MAX_ROWS
+    assert default_max_rows(IWAENetwork(16, [LayerSpec(2, (1 << 16,))]), cpu) == BLOCK
+    assert default_max_rows(mnist, cuda) == CUDA_MAX_ROWS
 
 
 def test_lk_edge_cases():

@@ -28,23 +28,25 @@ from ..errors import check_int
 from .network import IWAENetwork
 from .noise import BLOCK, indexed_normal
 
-# Rows (samples x data points) per forward pass. On a CPU small passes are fastest: the activations
-# stay in cache and reuse the allocator's memory (a fresh multi-MB tensor costs a page fault per 4 KiB).
-# A worker thread of ``threads_over_points`` does best with passes of about THREAD_ELEMENTS activations
-# of the widest layer (~1,300 rows for MNIST; benchmarks/README.md). A GPU wants large passes.
-DEFAULT_MAX_ROWS = 8192
-THREAD_ELEMENTS = 1 << 20
+# Rows (samples x data points) per forward pass. On a CPU passes of about CPU_PASS_ELEMENTS activations
+# of the widest layer are fastest (~1,300 rows for MNIST: the activations stay in cache and reuse the
+# allocator's memory; benchmarks/README.md), at most CPU_MAX_ROWS. A GPU wants large passes.
+CPU_PASS_ELEMENTS = 1 << 20
+CPU_MAX_ROWS = 8192
 CUDA_MAX_ROWS = 1 << 17  # ~0.5 GB of activations for Burda's nets
 
 
-def thread_rows(net: IWAENetwork, max_rows: int = DEFAULT_MAX_ROWS) -> int:
-    """Rows per forward pass of a ``threads_over_points`` worker: THREAD_ELEMENTS activations of the
-    network's widest layer, at least one noise BLOCK, at most max_rows."""
+def default_max_rows(net: IWAENetwork, device: torch.device) -> int:
+    """Rows per forward pass when ``max_rows`` is not given: CUDA_MAX_ROWS on a GPU; on a CPU
+    CPU_PASS_ELEMENTS activations of the network's widest layer, at least one noise BLOCK, at most
+    CPU_MAX_ROWS."""
+    if device.type == "cuda":
+        return CUDA_MAX_ROWS
     widest = max([net.input_dim, *(h for spec in net.specs for h in spec.hidden)])
-    return min(max_rows, max(BLOCK, THREAD_ELEMENTS // widest))
+    return min(CPU_MAX_ROWS, max(BLOCK, CPU_PASS_ELEMENTS // widest))
 
 
-def auto_chunk(batch_size: int, k: int, max_rows: int = DEFAULT_MAX_ROWS) -> int:
+def auto_chunk(batch_size: int, k: int, max_rows: int = CPU_MAX_ROWS) -> int:
     """Samples per data point per chunk: as many as fit in max_rows, a multiple of the noise BLOCK
     (at least one BLOCK: smaller chunks would draw each noise block more than once)."""
     chunk = max(1, max_rows // max(1, batch_size))
@@ -62,12 +64,13 @@ def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *,
         net: the network. x: [B, D] data. index: [B] the data points' dataset indices (they select
             the noise). k: samples per data point. seed: evaluation seed.
         chunk: samples per data point per forward pass (default ``auto_chunk``: as many as fit in
-            max_rows rows, fewer for points over threads; a multiple of the noise BLOCK).
+            max_rows rows for the batch, or for one point with points over threads; a multiple of the
+            noise BLOCK).
         keep: optional per layer bool [d_l]: evaluate with the False units pruned (see
             ``IWAENetwork.log_weights``), for Burda et al.'s check that inactive units do not matter.
-        max_rows: bound on samples x data points per forward pass (default: ``DEFAULT_MAX_ROWS`` on
-            CPU, ``CUDA_MAX_ROWS`` on a GPU); the batch is split into groups of max(1, max_rows // chunk)
-            points, so memory is bounded whatever the batch size and k.
+        max_rows: bound on samples x data points per forward pass (default ``default_max_rows``:
+            about 1,300 for MNIST on a CPU, ``CUDA_MAX_ROWS`` on a GPU); the batch is split into groups
+            of max(1, max_rows // chunk) points, so memory is bounded whatever the batch size and k.
         threads_over_points: on a CPU with T = torch.get_num_threads() > 1 and more than one point,
             split the points into T shares evaluated on T threads, torch single-threaded in each
             (False: every operation on torch's intra-op threads). Same values either way.
@@ -76,14 +79,11 @@ def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *,
         the threading or the rest of the batch (up to float rounding).
     """
     k = check_int("k", k)
-    if max_rows is None:
-        max_rows = CUDA_MAX_ROWS if x.device.type == "cuda" else DEFAULT_MAX_ROWS
-    max_rows = check_int("max_rows", max_rows)
+    max_rows = check_int("max_rows", default_max_rows(net, x.device) if max_rows is None else max_rows)
     threads = min(torch.get_num_threads(), x.shape[0]) if x.device.type == "cpu" else 1
     if threads_over_points and threads > 1:
-        rows = thread_rows(net, max_rows)
-        chunk = auto_chunk(1, k, rows) if chunk is None else check_int("chunk", chunk)
-        return _over_threads(threads, net, x, index, k, seed, chunk, max(rows, chunk), keep)
+        chunk = auto_chunk(1, k, max_rows) if chunk is None else check_int("chunk", chunk)
+        return _over_threads(threads, net, x, index, k, seed, chunk, max_rows, keep)
     chunk = auto_chunk(x.shape[0], k, max_rows) if chunk is None else check_int("chunk", chunk)
     return _log_sum_weights(net, x, index, 0, k, seed, chunk, max_rows, keep) - math.log(k)
 
@@ -131,9 +131,7 @@ def sample_parallel_log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k
     network path. For few points and large k, where splitting the points would leave processes idle."""
     k = check_int("k", k)
     rank, world = (dist.get_rank(group), dist.get_world_size(group)) if dist.is_initialized() else (0, 1)
-    if max_rows is None:
-        max_rows = CUDA_MAX_ROWS if x.device.type == "cuda" else DEFAULT_MAX_ROWS
-    max_rows = check_int("max_rows", max_rows)
+    max_rows = check_int("max_rows", default_max_rows(net, x.device) if max_rows is None else max_rows)
     chunk = auto_chunk(x.shape[0], k, max_rows) if chunk is None else check_int("chunk", chunk)
     start, stop = rank * k // world, (rank + 1) * k // world
     partial = _log_sum_weights(net, x, index, start, stop, seed, chunk, max_rows)
