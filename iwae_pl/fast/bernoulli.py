@@ -1,4 +1,5 @@
-"""The Bernoulli pixel term log p(x | h1) without autograd: the fast path of ``model.densities.bernoulli_log_prob``.
+"""The Bernoulli pixel term log p(x | h1) without autograd: the fast path of
+``model.densities.bernoulli_log_prob``.
 
 It is the largest elementwise term of an evaluation pass ([*S, B, D] logits, D = 784 for MNIST), and
 torch's ``softplus`` kernel costs several times an ``exp`` per element on a CPU. Two rewrites do the work:
@@ -10,7 +11,7 @@ torch's ``softplus`` kernel costs several times an ``exp`` per element on a CPU.
   thread's reused buffer.
 
 With autograd (training) the reference expression runs: a fused training version of this layer (one
-autograd function with a hand-written backward) was measured at 1.01x the reference step and removed
+autograd function with a hand-written backward) measured 0.95-1.04x the reference step and was removed
 (benchmarks/README.md). Same values as the reference up to float rounding (tests/test_fast_paths.py).
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ costs about twice its sigmoid kernel per element, and tanh was the largest eleme
 not relative to tiny outputs, which is what the next Linear layer sees.
 
 With autograd (training) the modules run as they are: in-place activations and this tanh in training
-were measured at 1.01x the plain step and removed (benchmarks/README.md). Modules with forward hooks
+measured 0.95-1.04x the plain step and were removed (benchmarks/README.md). Modules with forward hooks
 (and any global hook) run as usual, so hooks see every module.
 """
 from __future__ import annotations
