@@ -17,9 +17,6 @@ import yaml
 from ..runs.result import SUMMARY, RunResult
 from .experiments import MANIFEST, RUN_INFO
 
-STUDIES = ("burda_table1", "burda_table2", "report_depth", "rainforth_mk64")
-
-
 @dataclass
 class Run:
     """One finished run as the report sees it.

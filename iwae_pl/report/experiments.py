@@ -33,7 +33,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -127,7 +127,6 @@ class Experiment:
     groups: list[dict[str, Any]]
     variants: dict[str, dict[str, Any]]
     path: str = ""
-    notes: dict[str, str] = field(default_factory=dict)
 
     def variant_note(self, variant: str) -> str:
         return str(self.variants.get(variant, {}).get("note", ""))

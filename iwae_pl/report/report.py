@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 from ..errors import DataError
 from . import figures
 from .collect import Run, find_manifests, find_runs
-from .published import Published, load_published, lookup
+from .published import Published, lookup, papers
 
 MISSING = "missing"
 STUDY_TITLES = {
@@ -141,9 +141,6 @@ class Section:
     def missing(self) -> list[str]:
         have = {r.name for r in self.runs}
         return [m["name"] for m in self.intended if m["name"] not in have]
-
-    def intends(self, **want: Any) -> bool:
-        return any(all(m.get(k) == v for k, v in want.items()) for m in self.intended)
 
 
 def build_sections(runs: Sequence[Run], manifests: Sequence[dict[str, Any]]) -> list[Section]:
@@ -580,8 +577,7 @@ def render(runs_dir: str | Path, out: Path, title: str, notes: str = "", page: s
         if s.missing:
             lines += [f"Missing runs ({len(s.missing)} of {len(s.intended)} intended): "
                       + ", ".join(f"`{m}`" for m in s.missing), ""]
-    cites = {p.paper: p.cite for p in load_published()[0]}
-    lines += ["## Sources", ""] + [f"- `{k}`: {v}" for k, v in cites.items()] + [""]
+    lines += ["## Sources", ""] + [f"- `{k}`: {v}" for k, v in papers().items()] + [""]
     return "\n".join(lines)
 
 

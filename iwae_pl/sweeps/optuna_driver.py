@@ -359,7 +359,7 @@ def sweep_main(argv: list[str]) -> int:
     sweep_dir = Path(args.dir or spec.sweep_dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if args.workers > 1 and args.worker_index is None:
-        code = run_workers(spec, sweep_dir, _without_workers(argv), args.workers, args.gpus_per_worker)
+        code = run_workers(spec, sweep_dir, argv, args.workers, args.gpus_per_worker)
     else:
         work(spec, sweep_dir, args.worker_index or 0, trial_args)
         code = 0
@@ -377,19 +377,3 @@ def _split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
         i = argv.index("--")
         return argv[:i], argv[i + 1:]
     return argv, []
-
-
-def _without_workers(argv: Sequence[str]) -> list[str]:
-    """argv less ``--workers N`` (the worker processes are single workers)."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == "--workers":
-            skip = True
-            continue
-        if a.startswith("--workers="):
-            continue
-        out.append(a)
-    return out
