@@ -359,3 +359,29 @@ def test_train_mean_then_fit_setup_reads_the_files_once(monkeypatch):
     dm.train_mean()
     dm.setup("fit")
     assert calls == [("train", "val")]
+
+
+@pytest.mark.parametrize("source", ["train", "val", "test"])
+def test_diagnostics_examples_leave_the_checkpointed_shuffle_alone(source):
+    """A callback taking fixed examples mid-epoch must not build a new train loader: that replaced the
+    sampler whose position checkpoints save, so a resumed run shuffled differently from the killed one."""
+    from iwae_pl.lightning.callbacks._common import _source_dataset, fixed_examples
+
+    dm = BinarizedDataModule(dataset="digits", batch_size=10, seed=3)
+    dm.setup("fit")
+    dm.setup("test")
+    loader = dm.train_dataloader()
+    batches = iter(loader)
+    next(batches), next(batches)
+    before = dm.state_dict()["shuffle"]
+    trainer = SimpleNamespace(datamodule=dm)
+    dataset = _source_dataset(trainer, source)
+    fixed_examples(trainer, source, 4, seed=0)
+    assert dm._sampler is loader.sampler
+    after = dm.state_dict()["shuffle"]
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert torch.equal(after[key], value) if isinstance(value, torch.Tensor) else after[key] == value, key
+    expected = {"train": loader.dataset, "val": dm.val_dataloader().dataset, "test": dm.test_dataloader().dataset}
+    assert len(dataset) == len(expected[source])
+    assert torch.equal(dataset.first(4, 0)[0], expected[source].first(4, 0)[0])

@@ -297,6 +297,11 @@ class BinarizedDataModule(pl.LightningDataModule):
                                    f"{split} split; give at most {len(dataset)} or None (all)")
         return BinaryDataset(dataset.data[:n], dataset.seed)
 
+    def split_dataset(self, split: str) -> Dataset:
+        """The dataset the ``split`` loader (train, val, test) serves, without building a loader: a new
+        train loader replaces the sampler whose position the checkpoints save."""
+        return self._dataset("train") if split == "train" else self._limited(split, split)
+
     def _loader(self, split: str, batch_size: int, shuffle: bool, limit: str | None = None) -> DataLoader:
         dataset = self._dataset(split) if limit is None else self._limited(split, limit)
         # A seeded shuffle: the order does not depend on the global RNG.
@@ -304,9 +309,6 @@ class BinarizedDataModule(pl.LightningDataModule):
         if shuffle:
             generator = rng.generator(self.seed, "shuffle")
             sampler = ResumableRandomSampler(len(dataset), generator)
-            if split == "train":
-                self._sampler = sampler
-                self._apply_pending_state()
         elif limit is not None and self._world_size() > 1:
             sampler = ShardSampler(dataset, self._world_size(), self._global_rank())
         return DataLoader(
@@ -350,7 +352,10 @@ class BinarizedDataModule(pl.LightningDataModule):
             self._sampler.load_state_dict(state.pop("shuffle"))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        loader = self._loader("train", self.batch_size, shuffle=True)
+        self._sampler = loader.sampler  # the one whose position state_dict saves
+        self._apply_pending_state()
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False, limit="val")

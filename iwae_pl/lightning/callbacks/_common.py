@@ -32,6 +32,8 @@ def epoch_due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
 # --- data -------------------------------------------------------------------------------------------
 def _source_dataset(trainer: pl.Trainer, source: str):
     datamodule = getattr(trainer, "datamodule", None)
+    if hasattr(datamodule, "split_dataset"):  # BinarizedDataModule: no new loader (it would reset the sampler)
+        return datamodule.split_dataset(source)
     if datamodule is not None and hasattr(datamodule, f"{source}_dataloader"):
         return getattr(datamodule, f"{source}_dataloader")().dataset
     loaders = {"train": "train_dataloader", "val": "val_dataloaders", "test": "test_dataloaders"}
