@@ -19,7 +19,6 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-import yaml
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -78,9 +77,9 @@ class IWAECLI(LightningCLI):
 
     # --- settings, before anything is built -------------------------------------------------------
     def parse_arguments(self, parser, args) -> None:
+        if isinstance(args, (list, tuple)) and getattr(self, "_args", None) is None:  # once (not on the re-parse)
+            _refuse_optimizer_settings(args, preflight.check_config_files(args))
         self._args = args
-        if isinstance(args, (list, tuple)):
-            preflight.check_config_files(args)
         try:
             # make_cli always passes the arguments on purpose; Lightning warns when sys.argv is not empty too.
             with warnings.catch_warnings():
@@ -216,20 +215,13 @@ class IWAECLI(LightningCLI):
         self._print_summary()
 
 
-def _refuse_optimizer_settings(args: Sequence[str]) -> None:
-    """ConfigError for ``--optimizer``/``--lr_scheduler`` flags or top-level keys in a ``--config`` file:
-    the model builds its own Adam and schedule from ``model.lr``, ``model.adam_*`` and ``model.lr_schedule``."""
-    args = list(args)
+def _refuse_optimizer_settings(args: Sequence[str], files: Sequence[tuple[str, dict]]) -> None:
+    """ConfigError for ``--optimizer``/``--lr_scheduler`` flags or top-level keys in a ``--config`` file
+    (``files``: ``preflight.check_config_files``): the model builds its own Adam and schedule from
+    ``model.lr``, ``model.adam_*`` and ``model.lr_schedule``."""
     flags = [a.split("=")[0] for a in args if a.startswith("--")]
     found = [f for f in flags if f[2:].split(".")[0] in _OPTIMIZER_KEYS]
-    for flag, value in zip(args, args[1:]):
-        path = Path(value)
-        if flag in ("-c", "--config") and path.suffix in (".yaml", ".yml", ".json") and path.is_file():
-            try:
-                data = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError:
-                continue  # a broken file is reported, with its line, when the config is parsed
-            found += [f"{k}: (in {value})" for k in _OPTIMIZER_KEYS if isinstance(data, dict) and k in data]
+    found += [f"{k}: (in {name})" for name, data in files for k in _OPTIMIZER_KEYS if k in data]
     if found:
         raise ConfigError(f"{found[0]} is not a setting here: the model builds Adam and its schedule itself; "
                           "use model.lr, model.adam_betas, model.adam_eps and model.lr_schedule (constant, burda)")
@@ -238,7 +230,6 @@ def _refuse_optimizer_settings(args: Sequence[str]) -> None:
 def make_cli(args: Sequence[str], **kwargs) -> IWAECLI:
     """Parse ``args`` (subcommand first), build model, data and trainer, run the subcommand.
     ``kwargs`` go to LightningCLI (e.g. ``run=False``: no subcommand, only parse and build)."""
-    _refuse_optimizer_settings(args)
     epilog = "; ".join(f"{PROG} {name}: {description}" for name, (_, description) in sorted(COMMANDS.items()))
     no_exit = {"exit_on_error": False}  # parser errors become one line (main), not a usage dump
     parser_kwargs = {"prog": PROG, "epilog": f"Project commands ({PROG} <command> --help): {epilog}" if epilog else None,

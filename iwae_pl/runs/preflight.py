@@ -128,9 +128,10 @@ def parser_error_line(message: str, known: Iterable[str] = ()) -> str:
     return flat
 
 
-def check_config_files(args: Sequence[str]) -> None:
-    """Each ``--config``/``-c`` file exists and is a YAML mapping; else one line naming the file."""
-    args = list(args)
+def check_config_files(args: Sequence[str]) -> list[tuple[str, dict]]:
+    """Each ``--config``/``-c`` file exists and is a YAML mapping; else one line naming the file.
+    Returns (name, settings) of every file, read once (an empty file: {})."""
+    args, files = list(args), []
     for i, arg in enumerate(args):
         if arg in ("--config", "-c") and i + 1 < len(args):
             name = args[i + 1]
@@ -155,6 +156,8 @@ def check_config_files(args: Sequence[str]) -> None:
         if content is not None and not isinstance(content, dict):
             raise ConfigError(f"--config {name!r}: expected a mapping of settings (key: value), "
                               f"got a {type(content).__name__}")
+        files.append((name, content or {}))
+    return files
 
 
 # ---------------------------------------------------------------------------------------------- trainer settings
