@@ -243,6 +243,38 @@ def test_two_workers_on_postgresql_neither_duplicate_nor_lose_trials(tmp_path, p
     assert sorted(t["number"] for t in served) == sorted(t.number for t in ts)
 
 
+def test_a_worker_creates_the_tables_of_an_empty_database_only_under_the_lock(tmp_path, postgres_url):
+    """Two machines starting on an empty database must not create Optuna's tables at once (they
+    collide on PostgreSQL's type catalogue): opening the study waits for the lock before any table."""
+    import threading
+
+    import sqlalchemy
+
+    from iwae_pl.sweeps.optuna_driver import AskLock, open_study
+    from iwae_pl.sweeps.spec import load_spec
+
+    spec = load_spec(write_study(tmp_path / "study.yaml", storage=postgres_url))
+    engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
+    opened, errors = [], []
+
+    def worker():
+        try:
+            opened.append(open_study(spec, postgres_url)[0])
+        except Exception as err:  # surfaced by the assertion below
+            errors.append(err)
+
+    with AskLock(postgres_url):  # another machine holds the lock
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join(timeout=3)
+        assert thread.is_alive() and not errors
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+    thread.join(timeout=60)
+    engine.dispose()
+    assert not errors and [s.study_name for s in opened] == ["tiny"]
+    assert "studies" in sqlalchemy.inspect(engine).get_table_names()
+
+
 @pytest.mark.slow
 def test_a_killed_worker_leaves_its_trial_failed_and_it_is_retried(tmp_path, postgres_url):
     study = write_study(tmp_path / "study.yaml", storage=postgres_url, n_trials=1, sampler={"name": "tpe", "seed": 3},

@@ -142,8 +142,10 @@ def open_study(spec: StudySpec, address: str, worker: int = 0):
     """Create the study or load it (re-running resumes); the storage sends heartbeats if it can."""
     import optuna
 
-    storage = open_storage(address, spec.heartbeat)
-    with AskLock(address):  # two workers creating the same study (and its tables) at once
+    # Under the lock: RDBStorage creates Optuna's tables, and two machines doing that at once on an
+    # empty database collide (PostgreSQL: "duplicate key ... pg_type_typname_nsp_index").
+    with AskLock(address):
+        storage = open_storage(address, spec.heartbeat)
         study = optuna.create_study(study_name=spec.study_name, storage=storage, load_if_exists=True,
                                     direction=spec.direction, sampler=make_sampler(spec, worker),
                                     pruner=make_pruner(spec.pruner))
