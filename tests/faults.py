@@ -35,3 +35,19 @@ class Poison(Callback):
     def on_after_backward(self, trainer, pl_module) -> None:
         if self.what == "grad" and trainer.global_step == self.step:
             next(pl_module.net.parameters()).grad.view(-1)[0] = float("nan")
+
+
+class NaNPoints(Callback):
+    """Make the evaluation L_k NaN for the data points with these indices, in every process."""
+
+    def __init__(self, indices: list[int]) -> None:
+        self.indices = indices
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        exact, bad = pl_module.log_likelihood, torch.tensor(self.indices)
+
+        def some_nan(x, index, k):
+            values = exact(x, index, k)
+            return torch.where(torch.isin(index, bad.to(index.device)), torch.full_like(values, float("nan")), values)
+
+        pl_module.log_likelihood = some_nan

@@ -18,6 +18,7 @@ per-point L_k of all processes into one CSV file written by rank 0.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal, Sequence
@@ -25,7 +26,7 @@ from typing import Literal, Sequence
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, SumMetric
 
 from .. import rng
 from ..errors import ConfigError, check_float, check_int
@@ -129,7 +130,10 @@ class IWAEModule(pl.LightningModule):
         # nan_strategy="disable": a NaN point makes the mean NaN (torchmetrics' default drops it with a warning).
         self.metrics = torch.nn.ModuleDict({f"{stage}_{name}": MeanMetric(nan_strategy="disable").set_dtype(torch.float64)
                                             for stage in ("val", "test") for name in ("bound", "nll")})
-        self._nonfinite: dict[str, Tensor] = {}
+        # Counts of non-finite points, summed over processes like the means: under DDP every rank sees
+        # the same total and stops at the same validation (a rank stopping alone leaves the others waiting).
+        self.nonfinite = torch.nn.ModuleDict({f"{stage}_{name}": SumMetric(nan_strategy="disable")
+                                              for stage in ("val", "test") for name in ("bound", "nll")})
         self.predictions = PerPoint()
         self._noise_seed: int | None = None  # the run's seed for the training noise, read at fit start
         self._noise_generator: torch.Generator | None = None
@@ -202,14 +206,18 @@ class IWAEModule(pl.LightningModule):
 
     def _update(self, stage: str, name: str, values: Tensor) -> None:
         """Add per-point values [B] to the stage's metric and count the non-finite ones (no host sync)."""
-        key = f"{stage}/{name}"
-        bad = (~torch.isfinite(values)).sum()
-        self._nonfinite[key] = self._nonfinite[key] + bad if key in self._nonfinite else bad
+        self.nonfinite[f"{stage}_{name}"].update((~torch.isfinite(values)).sum())
         self.metrics[f"{stage}_{name}"].update(values)
 
     def nonfinite_points(self, stage: str) -> dict[str, int]:
-        """{metric: number of points with a non-finite value} of the last ``stage`` epoch (this process)."""
-        return {key: int(n) for key, n in self._nonfinite.items() if key.startswith(f"{stage}/") and int(n) > 0}
+        """{metric: number of points with a non-finite value} of the last ``stage`` epoch, over all
+        processes (a collective under DDP: every process calls it, as the callers do)."""
+        k = self.hparams.val_k if stage == "val" else self.hparams.test_k
+        names = ("bound", "nll") if k > 0 else ("bound",)  # the same on every rank, batches or not
+        with warnings.catch_warnings():  # a process without points still joins the sum (its count is 0)
+            warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method")
+            counts = {name: int(self.nonfinite[f"{stage}_{name}"].compute()) for name in names}
+        return {f"{stage}/{name}": n for name, n in counts.items() if n > 0}
 
     def on_validation_epoch_start(self) -> None:
         self._reset_nonfinite("val")
@@ -218,7 +226,9 @@ class IWAEModule(pl.LightningModule):
         self._reset_nonfinite("test")
 
     def _reset_nonfinite(self, stage: str) -> None:
-        self._nonfinite = {key: n for key, n in self._nonfinite.items() if not key.startswith(f"{stage}/")}
+        for name, metric in self.nonfinite.items():
+            if name.startswith(f"{stage}_"):
+                metric.reset()
 
     def on_predict_start(self) -> None:
         check_int("model.test_k (samples per point of predict's L_k)", self.hparams.test_k, 1)
