@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from iwae_pl.runs import RunResult, run
+from iwae_pl.runs.result import read_curves, run_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,3 +56,24 @@ def test_non_finite_metrics_survive_the_round_trip(tmp_path):
     r.save()
     back = RunResult.load(tmp_path)
     assert math.isnan(back.metrics["a"]) and back.metrics["b"] == math.inf and back.metrics["c"] == 1.5
+
+
+def test_run_dirs_leave_out_the_extra_test_passes_inside_a_run(tmp_path):
+    """A run's ``test_k*`` folders (extra test passes, each with its summary.json) belong to the run:
+    the report and sweep-report list each run once."""
+    from iwae_pl.sweeps.table import runs_rows
+
+    for d in ("a/version_0", "a/version_0/test_k100", "b/version_0", "c/test_k5"):  # c: not inside a run
+        RunResult(str(tmp_path / d), metrics={"test/nll": 90.0}).save()
+    (tmp_path / "a" / "version_0" / "metrics.csv").write_text("epoch,step,val/bound\n0,9,-95.5\n1,19,-93.25\n")
+    expected = [tmp_path / "a" / "version_0", tmp_path / "b" / "version_0", tmp_path / "c" / "test_k5"]
+    assert run_dirs(tmp_path) == expected
+    assert [Path(r["run_dir"]) for r in runs_rows(tmp_path)] == expected
+    assert runs_rows(tmp_path)[0]["best val/bound"] == -93.25
+
+
+def test_read_curves_keeps_file_order_and_skips_blank_cells(tmp_path):
+    (tmp_path / "metrics.csv").write_text("epoch,step,val/bound,train/bound\n0,9,-95.5,\n0,9,,-97\n1,19,-93.25,\n"
+                                          ",,-1,\n")  # the last row has no epoch
+    assert read_curves(tmp_path) == {"val/bound": [(0, -95.5), (1, -93.25)], "train/bound": [(0, -97.0)]}
+    assert read_curves(tmp_path / "nowhere") == {}

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -14,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ..runs.result import SUMMARY, RunResult
+from ..runs.result import SUMMARY, RunResult, read_curves, run_dirs
 from .experiments import MANIFEST, RUN_INFO
 
 @dataclass
@@ -85,27 +84,6 @@ class Run:
         return found[-1] if found else None
 
 
-def read_curves(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """metric -> [(epoch, value)] in file order, from a CSVLogger metrics.csv (blank cells skipped)."""
-    curves: dict[str, list[tuple[int, float]]] = {}
-    if not path.exists():
-        return curves
-    with open(path, newline="") as stream:
-        for row in csv.DictReader(stream):
-            try:
-                epoch = int(float(row.get("epoch") or "nan"))
-            except ValueError:
-                continue
-            for key, cell in row.items():
-                if key in (None, "epoch", "step") or not isinstance(cell, str) or cell == "":
-                    continue
-                try:
-                    curves.setdefault(key, []).append((epoch, float(cell)))
-                except ValueError:
-                    continue
-    return curves
-
-
 def _infer_study(objective: str, M: int, K: int, latents: tuple[int, ...], hidden1: tuple[int, ...]) -> str:
     """The study a run without run_info belongs to, from its settings (see the report's README section)."""
     if M * K == 64 and len(latents) == 1 and hidden1 == (200, 200):
@@ -146,21 +124,13 @@ def load_run(directory: Path) -> Run:
         seed=int(config.get("seed_everything") or 0), epochs=trainer.get("max_epochs"),
         train_batches=trainer.get("limit_train_batches"), batch_size=int(data.get("batch_size", 20) or 20),
         test_k=int(model.get("test_k", 5000) or 5000), metrics=result.metrics, extra_nll=extra,
-        curves=read_curves(directory / "metrics.csv"),
+        curves=read_curves(directory),
         figures=sorted(figure_dir.glob("*.png")) if figure_dir.is_dir() else [])
 
 
 def find_runs(root: str | os.PathLike) -> list[Run]:
-    """Every run directory below ``root`` (a folder with summary.json and config.yaml), except the
-    extra test passes inside a run (``test_k*``), which belong to their run."""
-    runs = []
-    for summary in sorted(Path(root).rglob(SUMMARY)):
-        directory = summary.parent
-        if directory.name.startswith("test_k") and (directory.parent / SUMMARY).exists():
-            continue
-        if (directory / "config.yaml").exists():
-            runs.append(load_run(directory))
-    return runs
+    """Every run below ``root`` (``runs.result.run_dirs``) that has its config.yaml."""
+    return [load_run(d) for d in run_dirs(root) if (d / "config.yaml").exists()]
 
 
 def find_manifests(root: str | os.PathLike) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-DPI = 100
+from ..diagnostics.figures import DPI
 Series = Mapping[str, Sequence[tuple[float, float]]]  # label -> [(x, y)]
 
 

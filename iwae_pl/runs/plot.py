@@ -10,7 +10,6 @@ the README's VAE-vs-IWAE figures, regenerated from the two runs::
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import yaml
 
 from ..diagnostics.figures import DPI, curves_figure
 from ..errors import DataError
+from .result import read_curves
 
 DESCRIPTION = "figures comparing runs (ESS, active units, SNR, val NLL) from their metrics.csv"
 # figure name -> (title, [(ylabel, metric names (a {i} runs over the layers), log scale)])
@@ -62,18 +62,12 @@ def read_run(run_dir: str | Path) -> RunCurves:
     if config.is_file():
         model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
         run.objective, run.M, run.K = model.get("objective"), model.get("M"), model.get("K")
-    with open(metrics, newline="") as f:
-        for row in csv.DictReader(f):
-            if not row.get("epoch"):
-                continue
-            epoch = int(float(row["epoch"]))
-            for name, value in row.items():
-                if name in ("epoch", "step") or not value:
-                    continue
-                epochs, values = run.series.setdefault(name, ([], []))
-                if epoch not in epochs[-1:]:  # the first value of an epoch (a later test repeats the epoch)
-                    epochs.append(epoch)
-                    values.append(float(value))
+    for name, points in read_curves(run_dir).items():
+        epochs, values = run.series.setdefault(name, ([], []))
+        for epoch, value in points:
+            if epoch not in epochs[-1:]:  # the first value of an epoch (a later test repeats the epoch)
+                epochs.append(epoch)
+                values.append(value)
     return run
 
 

@@ -12,12 +12,15 @@ Sweeps, resume and the report read runs through ``RunResult.load``.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+Curves = dict[str, list[tuple[int, float]]]  # metric -> [(epoch, value)]
 
 SUMMARY = "summary.json"
 
@@ -106,3 +109,37 @@ class RunResult:
         data = json.loads((Path(run_dir) / SUMMARY).read_text())
         data["metrics"] = {k: float(v) for k, v in data.get("metrics", {}).items()}
         return cls(**data)
+
+
+def run_dirs(root: str | os.PathLike) -> list[Path]:
+    """Every run directory below ``root`` (a folder with summary.json), in sorted order, except the
+    extra test passes inside a run (``<run>/test_k*``), which belong to their run."""
+    found = []
+    for summary in sorted(Path(root).rglob(SUMMARY)):
+        directory = summary.parent
+        if not (directory.name.startswith("test_k") and (directory.parent / SUMMARY).exists()):
+            found.append(directory)
+    return found
+
+
+def read_curves(run_dir: str | os.PathLike) -> Curves:
+    """metric -> [(epoch, value)] in file order from the run's metrics.csv (CSVLogger; blank cells and
+    rows without an epoch skipped); {} when the run has no metrics.csv."""
+    path = Path(run_dir) / "metrics.csv"
+    curves: Curves = {}
+    if not path.is_file():
+        return curves
+    with open(path, newline="") as stream:
+        for row in csv.DictReader(stream):
+            try:
+                epoch = int(float(row.get("epoch") or "nan"))
+            except ValueError:
+                continue
+            for key, cell in row.items():
+                if key in (None, "epoch", "step") or not isinstance(cell, str) or cell == "":
+                    continue
+                try:
+                    curves.setdefault(key, []).append((epoch, float(cell)))
+                except ValueError:
+                    continue
+    return curves

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import yaml
 
 from ..errors import ConfigError, DataError
-from ..runs.result import SUMMARY, RunResult
+from ..runs.result import SUMMARY, RunResult, read_curves, run_dirs
 from .spec import SPLIT
 
 COLUMNS = ("trial", "state", "split", "M", "K", "objective", "estimator", "best val/bound", "test/nll",
@@ -26,19 +26,9 @@ _LOGGED = {"test/nll": "test/nll", "active units": "active/total", "ESS": "ess/g
 
 
 def _best_logged(run_dir: Path, name: str) -> float | None:
-    """The highest value of ``name`` in the run's metrics.csv (None if never logged)."""
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return None
-    best = None
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            value = row.get(name)
-            if value:
-                v = float(value)
-                if math.isfinite(v) and (best is None or v > best):
-                    best = v
-    return best
+    """The highest finite value of ``name`` in the run's metrics.csv (None if never logged)."""
+    values = [v for _, v in read_curves(run_dir).get(name, []) if math.isfinite(v)]
+    return max(values) if values else None
 
 
 def run_row(run_dir: Path) -> dict[str, Any]:
@@ -61,7 +51,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
 
 def runs_rows(folder: Path) -> list[dict[str, Any]]:
     """Rows of every run below ``folder`` (a run is a directory with a summary.json)."""
-    rows = [dict(run_row(p.parent), state="COMPLETE") for p in sorted(folder.rglob(SUMMARY))]
+    rows = [dict(run_row(d), state="COMPLETE") for d in run_dirs(folder)]
     if not rows:
         raise DataError(f"no runs (directories with {SUMMARY}) found below {str(folder)!r}")
     return rows
