@@ -11,7 +11,7 @@ import yaml
 from iwae_pl.cli import COMMANDS, main
 from iwae_pl.errors import ConfigError
 from iwae_pl.report.commands import parse_set
-from iwae_pl.report.experiments import (execute, is_complete, load_experiment, prepared_checkpoint, run_config,
+from iwae_pl.report.experiments import (execute, is_complete, load_experiment, run_config,
                                         run_dir)
 from iwae_pl.runs.result import RunResult
 
@@ -131,16 +131,6 @@ def test_run_config_gives_each_run_its_own_directory(tmp_path):
     assert run_dir(spec, tmp_path / "out") == tmp_path / "out" / "t_v" / "vae3"
 
 
-def test_prepared_checkpoint_carries_the_new_settings(tmp_path):
-    src = tmp_path / "a.ckpt"
-    torch.save({"state_dict": {"w": torch.ones(2)}, "hyper_parameters": {"objective": "vae", "K": 50, "test_k": 5}}, src)
-    out = prepared_checkpoint(str(src), tmp_path / "sub" / "b.ckpt", {"objective": "iwae", "test_k": 64})
-    ckpt = torch.load(out, weights_only=True)
-    assert ckpt["hyper_parameters"] == {"objective": "iwae", "K": 50, "test_k": 64}
-    assert torch.equal(ckpt["state_dict"]["w"], torch.ones(2))
-    assert torch.load(src, weights_only=True)["hyper_parameters"]["objective"] == "vae"  # source untouched
-
-
 def test_parse_set():
     assert parse_set(["data.data_dir=/d", "model.test_k=100", "trainer.limit_val_batches=0"]) == {
         "data": {"data_dir": "/d"}, "model": {"test_k": 100}, "trainer": {"limit_val_batches": 0}}
@@ -180,6 +170,9 @@ def test_runner_runs_continues_and_skips(tmp_path):
     assert hparams[parent]["objective"] == "vae" and hparams[child]["objective"] == "iwae"
     steps = {d: torch.load(RunResult.load(d).last_checkpoint, weights_only=True)["global_step"] for d in (parent, child)}
     assert steps[parent] == 5 and steps[child] == 10  # the child went on from the parent's step
+    extra = child / "test_k7"  # the extra test pass ran with its own test_k, not the run's (10)
+    assert is_complete(extra) and yaml.safe_load((extra / "hparams.yaml").read_text())["test_k"] == 7
+    assert "test/nll" in RunResult.load(extra).metrics
     lines.clear()
     assert execute(experiment, "tiny", tmp_path, echo=lines.append) == {"vae_tiny_s0": "skipped",
                                                                         "iwae_tiny_s0_from_vae": "skipped"}

@@ -285,24 +285,6 @@ def _checkpoint(directory: Path) -> str:
     return ckpt
 
 
-def prepared_checkpoint(source: str, target: Path, model: Mapping[str, Any]) -> str:
-    """A copy of checkpoint ``source`` at ``target`` whose saved hyperparameters carry ``model``'s settings.
-
-    LightningCLI applies a checkpoint's hyperparameters over the config when ``--ckpt_path`` is given,
-    so ``test --model.test_k 64 --ckpt_path X`` would test with X's test_k, and a VAE continued with
-    ``--model.objective iwae`` would stay a VAE. The copy makes the checkpoint say what the run wants.
-    """
-    import torch  # late: the definitions and the report need no torch
-
-    ckpt = torch.load(source, map_location="cpu", weights_only=True)
-    ckpt.setdefault("hyper_parameters", {}).update(copy.deepcopy(dict(model)))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, target)
-    return str(target)
-
-
 def write_manifest(experiment: Experiment, variant: str, runs: Iterable[RunSpec], out: str | os.PathLike) -> Path:
     """``experiment.json``: the intended runs, so the report can mark the ones that are missing."""
     directory = experiment_dir(out, experiment.name, variant)
@@ -376,8 +358,8 @@ def _execute_one(spec: RunSpec, directory: Path, out, status: dict[str, str], dr
     if not is_complete(directory):
         directory.mkdir(parents=True, exist_ok=True)
         if spec.parent:
-            argv += ["--ckpt_path", prepared_checkpoint(_checkpoint(parent_dir), directory / "parent.ckpt",
-                                                        spec.config["model"])]
+            # the CLI takes the checkpoint's settings only as defaults: this run's config (the new objective) wins
+            argv += ["--ckpt_path", _checkpoint(parent_dir)]
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(yaml.safe_dump(run_config(spec, out), sort_keys=False))
         (directory / RUN_INFO).write_text(json.dumps(
@@ -396,9 +378,8 @@ def _execute_one(spec: RunSpec, directory: Path, out, status: dict[str, str], dr
         sub = directory / f"test_k{k}"
         if is_complete(sub):
             continue
-        ckpt = prepared_checkpoint(_checkpoint(directory), sub / "model.ckpt", {"test_k": k})
         test_argv = [sys.executable, "-m", "iwae_pl", "test", "--config", str(directory / "config.yaml"),
-                     "--ckpt_path", ckpt, "--model.test_k", str(k),
+                     "--ckpt_path", _checkpoint(directory), "--model.test_k", str(k),
                      "--trainer.logger.init_args.save_dir", str(directory),
                      "--trainer.logger.init_args.name", "", "--trainer.logger.init_args.version", sub.name]
         echo(f"[test] {spec.name}: test_k={k}")
