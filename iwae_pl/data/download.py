@@ -27,7 +27,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from iwae_pl.errors import DataError, DataSettingError  # noqa: F401 - re-exported to the sources
 
@@ -167,10 +167,35 @@ class _AttemptFailed(Exception):
 
 
 def _download_one(url: str, remote: RemoteFile, target: Path) -> None:
+    def verify(tmp: Path) -> None:
+        problem = _mismatch(tmp, remote)
+        if problem is not None:
+            raise _AttemptFailed(f"checksum mismatch, {problem}")
+
+    try:
+        download_atomically(url, target, verify)
+    except CannotWrite as e:  # read-only directory, full disk: no mirror can help
+        raise DataError(f"cannot write to {target.parent} to download {remote.name}: {e}") from e
+
+
+class CannotWrite(Exception):
+    """The target's directory takes no new file (no retry or mirror can help)."""
+
+
+def download_atomically(url: str, target: Path, verify: Callable[[Path], None]) -> None:
+    """Download ``url`` to ``target`` so that a reader never sees half a file: stream into a temporary
+    file beside it, fsync, check the byte count against Content-Length, ``verify(temporary path)``
+    (it raises to refuse the file), then rename into place. Nothing is left behind on failure.
+
+    Raises:
+        CannotWrite: no temporary file can be created in the target's directory.
+        _AttemptFailed: a network error, a short body, or a write error.
+        Whatever ``verify`` raises.
+    """
     try:
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    except OSError as e:  # read-only directory, full disk: no mirror can help
-        raise DataError(f"cannot write to {target.parent} to download {remote.name}: {e}") from e
+    except OSError as e:
+        raise CannotWrite(str(e)) from e
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -179,10 +204,8 @@ def _download_one(url: str, remote: RemoteFile, target: Path) -> None:
             os.fsync(out.fileno())
         if expected is not None and received != expected:
             raise _AttemptFailed(f"incomplete download, received {received} of {expected} bytes")
-        problem = _mismatch(tmp, remote)
-        if problem is not None:
-            raise _AttemptFailed(f"checksum mismatch, {problem}")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the data file is meant to be shared
+        verify(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; downloaded files are meant to be shared
         os.replace(tmp, target)
     except OSError as e:
         raise _AttemptFailed(f"cannot write {target}: {e}") from e

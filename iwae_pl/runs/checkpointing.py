@@ -34,6 +34,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from ..lightning.loggers import run_directory
 from ..errors import ConfigError, check_int
+from .preflight import setting
 
 FILENAME = "last.ckpt"
 RESUME_KEY = "iwae_pl_resume"  # checkpoint entry: {"rng": ..., "metrics_rows": int}
@@ -252,26 +253,18 @@ class LastCheckpoint(Callback):
 
 # ---------------------------------------------------------------------------------------------- finding it
 
-def _get(ns: Any, key: str, default: Any = None) -> Any:
-    if ns is None:
-        return default
-    if isinstance(ns, dict):
-        return ns.get(key, default)
-    return getattr(ns, key, default)
-
-
 def run_root(logger_config: Any, default_root_dir: str | None) -> tuple[Path, Any] | None:
     """(``<save_dir>/<name>``, configured version) of a CSV/TensorBoard logger config; None for others."""
     if isinstance(logger_config, list):
         logger_config = logger_config[0] if logger_config else None
-    class_path = str(_get(logger_config, "class_path", ""))
+    class_path = str(setting(logger_config, "class_path", ""))
     if not class_path.endswith(("CSVLogger", "TensorBoardLogger")):
         return None
-    args = _get(logger_config, "init_args", {})
-    save_dir = _get(args, "save_dir") or default_root_dir or "."
-    name = _get(args, "name", "lightning_logs")
+    args = setting(logger_config, "init_args", {})
+    save_dir = setting(args, "save_dir") or default_root_dir or "."
+    name = setting(args, "name", "lightning_logs")
     root = Path(save_dir) / name if name else Path(save_dir)
-    return root, _get(args, "version")
+    return root, setting(args, "version")
 
 
 def run_dir_of(root: Path, version: Any) -> Path:

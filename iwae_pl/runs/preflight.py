@@ -162,7 +162,8 @@ def check_config_files(args: Sequence[str]) -> list[tuple[str, dict]]:
 
 # ---------------------------------------------------------------------------------------------- trainer settings
 
-def _get(ns: Any, key: str, default: Any = None) -> Any:
+def setting(ns: Any, key: str, default: Any = None) -> Any:
+    """``ns[key]`` of a config node that is a dict or a Namespace (``default`` if absent or no node)."""
     if ns is None:
         return default
     return ns.get(key, default) if isinstance(ns, dict) else getattr(ns, key, default)
@@ -198,7 +199,7 @@ def _count_or_fraction(key: str, value: Any, int_min: int, frac_low_open: bool) 
 def check_trainer(trainer: Any) -> None:
     """Trainer values that Lightning would accept and then fail on mid-run, or misread."""
     def t(key: str) -> Any:
-        return _get(trainer, key)
+        return setting(trainer, key)
 
     _int_at_least("trainer.max_epochs", t("max_epochs"), -1, meaning=" (-1: no limit)")
     _int_at_least("trainer.min_epochs", t("min_epochs"), 0)
@@ -224,27 +225,27 @@ def hardware_settings(trainer: Any) -> str:
     them often name only the value), for the one line that reports such an error."""
     defaults = {"accelerator": "auto", "strategy": "auto", "devices": "auto", "precision": None, "num_nodes": 1,
                 "plugins": None}
-    given = [f"trainer.{k}={_get(trainer, k)!r}" for k, d in defaults.items() if _get(trainer, k, d) != d]
+    given = [f"trainer.{k}={setting(trainer, k)!r}" for k, d in defaults.items() if setting(trainer, k, d) != d]
     return ", ".join(given) or "trainer"
 
 
 def callback_configs(trainer: Any) -> list[tuple[str, Any]]:
     """(class name, init_args) of the configured callbacks."""
-    callbacks = _get(trainer, "callbacks") or []
+    callbacks = setting(trainer, "callbacks") or []
     if not isinstance(callbacks, list):
         callbacks = [callbacks]
     out = []
     for cb in callbacks:
-        class_path = str(_get(cb, "class_path", type(cb).__name__))
-        out.append((class_path.rsplit(".", 1)[-1], _get(cb, "init_args", cb)))
+        class_path = str(setting(cb, "class_path", type(cb).__name__))
+        out.append((class_path.rsplit(".", 1)[-1], setting(cb, "init_args", cb)))
     return out
 
 
 def check_monitors(trainer: Any, model: Any) -> None:
     """A callback that monitors a metric the model settings switch off fails now, not at its first save."""
-    disabled = {"val/nll": ("model.val_k", _get(model, "val_k"))}
+    disabled = {"val/nll": ("model.val_k", setting(model, "val_k"))}
     for name, args in callback_configs(trainer):
-        monitor = _get(args, "monitor")
+        monitor = setting(args, "monitor")
         if monitor in disabled and disabled[monitor][1] == 0:
             key, _ = disabled[monitor]
             raise ConfigError(f"{key}=0 disables {monitor}, which {name} monitors; set {name}'s monitor "
@@ -271,15 +272,15 @@ def check_writable(directory: Any, key: str) -> None:
 
 def check_run_settings(config: Any) -> None:
     """All settings checks that need no class built (``config`` is the subcommand's namespace)."""
-    trainer, model = _get(config, "trainer"), _get(config, "model")
+    trainer, model = setting(config, "trainer"), setting(config, "model")
     check_trainer(trainer)
     check_monitors(trainer, model)
-    if _get(config, "weights_only") is False:
+    if setting(config, "weights_only") is False:
         raise ConfigError("weights_only must be true: checkpoints are loaded as data, never with code execution")
-    logger = _get(trainer, "logger")
+    logger = setting(trainer, "logger")
     for lg in (logger if isinstance(logger, list) else [logger]):
-        check_writable(_get(_get(lg, "init_args"), "save_dir"), "trainer.logger save_dir")
-    check_writable(_get(trainer, "default_root_dir"), "trainer.default_root_dir")
+        check_writable(setting(setting(lg, "init_args"), "save_dir"), "trainer.logger save_dir")
+    check_writable(setting(trainer, "default_root_dir"), "trainer.default_root_dir")
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -311,8 +312,8 @@ def check_architecture(model: Any, hparams: dict, path: str) -> None:
     """The config's architecture equals the checkpoint's (it was parsed with the checkpoint's as defaults,
     so a difference is a value the user gave)."""
     for key in ARCHITECTURE:
-        if key in hparams and not same_setting(key, _get(model, key), hparams[key]):
-            ours = _layers(_get(model, key)) if key == "layers" else _get(model, key)
+        if key in hparams and not same_setting(key, setting(model, key), hparams[key]):
+            ours = _layers(setting(model, key)) if key == "layers" else setting(model, key)
             theirs = _layers(hparams[key]) if key == "layers" else hparams[key]
             raise ConfigError(f"model.{key} differs from the checkpoint's: {_short(ours)} here, {_short(theirs)} in "
                               f"{path}; the architecture comes from the checkpoint: drop model.{key} or use a "
@@ -324,7 +325,7 @@ def check_dataset(data: Any, checkpoint: dict, path: str) -> None:
     from ..data.sources import dataset_spec
 
     hparams = checkpoint.get("hyper_parameters", {})
-    dataset = _get(data, "dataset")
+    dataset = setting(data, "dataset")
     if dataset is None or "input_dim" not in hparams:
         return
     pixels = dataset_spec(dataset).input_dim

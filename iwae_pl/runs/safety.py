@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 import urllib.parse
 import zipfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..data.download import _AttemptFailed, _stream, file_checksum
+from ..data.download import CannotWrite, _AttemptFailed, download_atomically, file_checksum
 from ..errors import DataError
 
 ENV_CACHE = "IWAE_PL_CACHE_DIR"
@@ -94,28 +93,20 @@ def fetch_checkpoint(url: str, directory: str | os.PathLike | None = None) -> tu
     if target.is_file():  # cached: verified when it was written, verified again on load
         _check_sha(target, expected_sha, url)
         return target, load_checkpoint(target, label=f"ckpt_path {url} (cached as {target})")
+    loaded: dict[str, Any] = {}
+
+    def verify(tmp: Path) -> None:
+        _check_sha(tmp, expected_sha, url)
+        loaded.update(load_checkpoint(tmp, label=f"ckpt_path {url}"))
+
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target_dir, prefix=f".{target.name}.", suffix=".part")
-    except OSError as e:
+        download_atomically(clean, target, verify)
+    except (OSError, CannotWrite) as e:
         raise CheckpointError(f"cannot write to {target_dir} to download ckpt_path {url}: {e}") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                received, length = _stream(clean, out)
-            except _AttemptFailed as e:
-                raise CheckpointError(f"ckpt_path {url}: {e}") from None
-            out.flush()
-            os.fsync(out.fileno())
-        if length is not None and received != length:
-            raise CheckpointError(f"ckpt_path {url}: incomplete download, received {received} of {length} bytes")
-        _check_sha(tmp, expected_sha, url)
-        checkpoint = load_checkpoint(tmp, label=f"ckpt_path {url}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target, checkpoint
+    except _AttemptFailed as e:
+        raise CheckpointError(f"ckpt_path {url}: {e}") from None
+    return target, loaded
 
 
 def _check_sha(path: Path, expected: str | None, url: str) -> None:
