@@ -93,6 +93,17 @@ def test_bad_study_files_are_refused_with_one_line(changes, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("model: {lr: 0.1\n", "base_config 'broken.yaml': invalid YAML at line 2, column 1"),
+    ("- a list\n", "base_config 'broken.yaml': expected a mapping of settings \\(key: value\\), got a list"),
+])
+def test_a_broken_base_config_is_refused_with_one_line(tmp_path, text, message):
+    (tmp_path / "broken.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_spec(study(base_config="broken.yaml"), tmp_path)
+    assert "\n" not in str(info.value)
+
+
 def test_a_missing_study_file_names_itself(tmp_path):
     with pytest.raises(ConfigError, match="study file .*nope.yaml' does not exist"):
         load_spec(tmp_path / "nope.yaml")

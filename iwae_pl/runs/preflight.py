@@ -144,20 +144,25 @@ def check_config_files(args: Sequence[str]) -> list[tuple[str, dict]]:
         path = Path(name)
         if not path.is_file():
             raise ConfigError(f"--config {name!r}: no such file")
-        try:
-            content = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(e, "problem", None) or str(e).split("\n")[0]
-            raise ConfigError(f"--config {name!r}: invalid YAML{where}: {problem}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"--config {name!r}: cannot read it: {e}") from None
-        if content is not None and not isinstance(content, dict):
-            raise ConfigError(f"--config {name!r}: expected a mapping of settings (key: value), "
-                              f"got a {type(content).__name__}")
-        files.append((name, content or {}))
+        files.append((name, read_settings(path, f"--config {name!r}")))
     return files
+
+
+def read_settings(path: Path, label: str) -> dict:
+    """A YAML file of settings (a mapping; an empty file: {}); else one ConfigError line starting with
+    ``label``: invalid YAML (with line and column), unreadable, or not a mapping."""
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).split("\n")[0]
+        raise ConfigError(f"{label}: invalid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{label}: cannot read it: {e}") from None
+    if content is not None and not isinstance(content, dict):
+        raise ConfigError(f"{label}: expected a mapping of settings (key: value), got a {type(content).__name__}")
+    return content or {}
 
 
 # ---------------------------------------------------------------------------------------------- trainer settings

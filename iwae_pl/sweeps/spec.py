@@ -30,6 +30,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..errors import ConfigError, check_choice, check_float, check_int
+from ..runs.preflight import read_settings
 
 SAMPLERS = ("grid", "tpe", "random")
 PRUNERS = ("none", "median", "hyperband")
@@ -198,7 +199,7 @@ def parse_spec(raw: Any, root: Path = Path(".")) -> StudySpec:
         base_path = (root / base)
         if not base_path.is_file():
             raise ConfigError(f"base_config {base!r} not found (looked in {str(base_path)!r})")
-        base = yaml.safe_load(base_path.read_text()) or {}
+        base = read_settings(base_path, f"base_config {base!r}")
     if not isinstance(base, Mapping):
         raise ConfigError(f"base_config must be a path to a run config or a mapping, got {base!r}")
     space_raw = raw.get("search_space")
