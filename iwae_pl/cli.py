@@ -181,38 +181,37 @@ class IWAECLI(LightningCLI):
         if self.trainer.is_global_zero:
             print(self.result.format_summary(), flush=True)
 
-    def _check_finite(self, subcommand: str, stage: str) -> None:
-        """A reported evaluation metric that saw a non-finite point fails the command (after recording it)."""
-        counts = self.model.nonfinite_points(stage) if hasattr(self.model, "nonfinite_points") else {}
+    def _finish(self, subcommand: str, stage: str | None = None) -> None:
+        """Record the command's outcome in summary.json, print it, and fail the command (exit 3) when a
+        reported ``stage`` metric saw a non-finite point (after recording it)."""
+        counts = self.model.nonfinite_points(stage) if stage and hasattr(self.model, "nonfinite_points") else {}
+        message = ""
         if counts:
             what = ", ".join(f"{name} is not finite ({n} points gave a non-finite value)"
                              for name, n in sorted(counts.items()))
             message = f"{stage}: {what}; a mean is never taken over the finite points only"
-            self._record(subcommand, stopped=message)
+        self._record(subcommand, stopped=message)
+        self._print_summary()
+        if message:
             raise NonFiniteError(message)
 
     def after_fit(self) -> None:
-        self._record("fit")
-        if self.config[self.subcommand].get("test_after_fit"):
-            best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True)
-            self._record("fit")
-            self._check_finite("fit", "test")
-        self._print_summary()
+        if not self.config[self.subcommand].get("test_after_fit"):
+            self._finish("fit")
+            return
+        self._record("fit")  # the fit's outcome is on disk before the test pass starts
+        best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True)
+        self._finish("fit", "test")
 
     def after_validate(self) -> None:
-        self._record("validate")
-        self._print_summary()
-        self._check_finite("validate", "val")
+        self._finish("validate", "val")
 
     def after_test(self) -> None:
-        self._record("test")
-        self._print_summary()
-        self._check_finite("test", "test")
+        self._finish("test", "test")
 
     def after_predict(self) -> None:
-        self._record("predict")
-        self._print_summary()
+        self._finish("predict")
 
 
 def _refuse_optimizer_settings(args: Sequence[str], files: Sequence[tuple[str, dict]]) -> None:
