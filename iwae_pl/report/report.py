@@ -231,12 +231,11 @@ def _burda_figures(section: Section, fig_dir: Path, rel: str) -> list[str]:
             label = f"{objective.upper()}"
             points = []
             for k in (1, 5, 50):
-                stat = _mean_attr(_pick(section.runs, dataset=dataset, depth=depth, objective=objective, K=k, M=1),
-                                  lambda r: r.metric("test/nll"))
+                runs = _pick(section.runs, dataset=dataset, depth=depth, objective=objective, K=k, M=1)
+                stat = _mean_attr(runs, lambda r: r.metric("test/nll"))
                 if stat is not None:
                     points.append((k, stat.mean))
-                    runs = _pick(section.runs, dataset=dataset, depth=depth, objective=objective, K=k, M=1)
-                    if runs and runs[0].active is not None:
+                    if runs[0].active is not None:
                         bars.append((f"{dataset} {depth}L {label} k={k}", runs[0].active))
             series[label] = points
             pubs[label] = [(k, p[0].value) for k in (1, 5, 50)
