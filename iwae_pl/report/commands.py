@@ -1,4 +1,4 @@
-"""The ``experiment`` and ``report`` subcommands (registered in ``iwae_pl.cli.COMMANDS``)::
+"""The ``experiment`` and ``report`` subcommands (registered in ``iwae_pl.commands.COMMANDS``)::
 
     python -m iwae_pl experiment sweeps/experiments/burda_table1.yaml --variant short --out runs/
     python -m iwae_pl report runs/ --out report/
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from ..cli import COMMANDS
+from ..commands import COMMANDS
 from ..errors import ConfigError, DataError
 
 

@@ -134,7 +134,7 @@ def main(argv: Sequence[str]) -> list[Path]:
 
 
 def _register() -> None:
-    from ..cli import COMMANDS
+    from ..commands import COMMANDS
 
     COMMANDS["plot"] = (main, DESCRIPTION)
 

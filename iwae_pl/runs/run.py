@@ -23,7 +23,7 @@ def run(args: Sequence[str] = (), subcommand: str = "fit") -> RunResult:
     """
     if subcommand not in SUBCOMMANDS:
         raise ValueError(f"unknown subcommand {subcommand!r}; allowed: {', '.join(SUBCOMMANDS)}")
-    from ..cli import make_cli  # the CLI builds on this package's classes; imported late to keep this light
+    from .lightning_cli import make_cli  # late: importing iwae_pl.runs (the report does) needs no torch
 
     cli = make_cli([subcommand, *args])
     return cli.result

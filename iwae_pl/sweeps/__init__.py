@@ -4,7 +4,7 @@ sweep files (``sweeps/wandb_*.yaml``) and the result table and plots (``python -
 Importing this package registers the two subcommands; Optuna, matplotlib and the rest load only
 when a command runs.
 """
-from ..cli import COMMANDS
+from ..commands import COMMANDS
 
 
 def _sweep(argv: list[str]) -> object:
