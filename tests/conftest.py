@@ -46,6 +46,15 @@ def surrogate_grads(net, objective, x, eps):
     return bound.detach(), [p.grad.clone() for p in net.parameters()]
 
 
+@pytest.fixture
+def direct_http(monkeypatch) -> None:
+    """urllib goes straight to 127.0.0.1: no proxy from the environment stands between a test and its
+    local HTTP server."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
 # --- PostgreSQL for the sweep storage tests (tests/postgres.py) -----------------------------------
 @pytest.fixture(scope="session")
 def postgres_server():

@@ -55,7 +55,7 @@ class PostgresServer:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="iwae_pl_pg_"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = 0  # chosen when the server starts (a port picked earlier may be taken by then)
         self._as = []
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
@@ -65,12 +65,19 @@ class PostgresServer:
     def _run(self, *argv: str) -> None:
         subprocess.run([*self._as, *argv], check=True, capture_output=True, timeout=120)
 
-    def start(self) -> "PostgresServer":
+    def start(self, attempts: int = 3) -> "PostgresServer":
         self._run(_binary("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        options = (f"-c fsync=off -c listen_addresses=127.0.0.1 -p {self.port} "
-                   f"-c unix_socket_directories={self.root} -c max_connections=100")
-        self._run(_binary("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"),
-                  "-w", "-t", "60", "start")
+        for attempt in range(attempts):  # another process may bind the free port first: pick a new one
+            self.port = _free_port()
+            options = (f"-c fsync=off -c listen_addresses=127.0.0.1 -p {self.port} "
+                       f"-c unix_socket_directories={self.root} -c max_connections=100")
+            try:
+                self._run(_binary("pg_ctl"), "-D", str(self.data), "-o", options, "-l",
+                          str(self.root / "server.log"), "-w", "-t", "60", "start")
+                return self
+            except subprocess.CalledProcessError:
+                if attempt == attempts - 1:
+                    raise
         return self
 
     def url(self, database: str = "postgres") -> str:

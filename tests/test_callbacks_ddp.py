@@ -71,7 +71,12 @@ def fit(tmp_path, devices):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(tmp_path, monkeypatch):
+    # ddp_spawn sets MASTER_ADDR/PORT in this process; recorded here so that they are undone after the
+    # test (later subprocesses would inherit a stale port)
+    for var in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     one, module = fit(tmp_path, 1)
     two, _ = fit(tmp_path, 2)
     assert (one["world"], two["world"]) == (1, 2)

@@ -39,11 +39,8 @@ class Server:
 
 
 @pytest.fixture
-def server(monkeypatch):
+def server(monkeypatch, direct_http):
     monkeypatch.setattr(dl, "DOWNLOAD_TIMEOUT_S", 5.0)
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     state = Server(base="")
 
     class Handler(http.server.BaseHTTPRequestHandler):

@@ -51,7 +51,7 @@ def evil(tmp_path, good_checkpoint) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, direct_http):
     """An HTTP server on 127.0.0.1 serving tmp_path/serve; yields its base URL."""
     (tmp_path / "serve").mkdir(exist_ok=True)
     class Quiet(http.server.SimpleHTTPRequestHandler):

@@ -49,7 +49,7 @@ def sweep_command(study: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "iwae_pl", "sweep", "--config", str(study), *args]
 
 
-def sweep(study: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def sweep(study: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
     done = subprocess.run(sweep_command(study, *args), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -141,14 +141,17 @@ def test_heatmap_averages_each_cell(tmp_path):
         heatmap(rows, "a", "c", "m", tmp_path / "h2.png")
 
 
-def test_a_trials_saved_config_rerun_with_fit_reproduces_its_metrics(grid4):
+def test_a_trials_saved_config_rerun_with_fit_reproduces_its_metrics(grid4, tmp_path):
     _, sweep_dir, _ = grid4
     t = trials(str(sweep_dir / "study.journal"))[0]
     run_dir = Path(t.user_attrs["run_dir"])
+    # the rerun logs outside the shared trials/ folder, which the report tests read as the study's runs
     done = subprocess.run([sys.executable, "-m", "iwae_pl", "fit", "--config", str(run_dir / "config.yaml"),
-                           "--trainer.logger.init_args.version", "rerun"], capture_output=True, text=True, timeout=300)
+                           "--trainer.logger.init_args.save_dir", str(tmp_path),
+                           "--trainer.logger.init_args.version", "rerun"], capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
-    original, again = RunResult.load(run_dir).metrics, RunResult.load(run_dir.parent / "rerun").metrics
+    (rerun,) = tmp_path.glob("**/rerun")
+    original, again = RunResult.load(run_dir).metrics, RunResult.load(rerun).metrics
     for name in ("val/bound", "val/nll", "test/nll", "test/bound"):
         assert again[name] == pytest.approx(original[name], rel=1e-5, abs=1e-5), name
 
@@ -176,7 +179,9 @@ def dashboard_trials(storage: str, study_name: str) -> list[dict]:
                     studies = json.load(r)["study_summaries"]
                 break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()  # stderr is read only once the process has ended
+                    pytest.fail(f"optuna-dashboard did not serve: {proc.communicate(timeout=30)[1].decode()[-2000:]}")
                 time.sleep(0.5)
         study = next(s for s in studies if s["study_name"] == study_name)
         with urllib.request.urlopen(f"{base}/api/studies/{study['study_id']}", timeout=10) as r:
@@ -235,7 +240,7 @@ def test_two_workers_on_postgresql_neither_duplicate_nor_lose_trials(tmp_path, p
     workers = [subprocess.Popen(sweep_command(study), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]  # two machines: the same command, the same URL
     for w in workers:
-        _, err = w.communicate(timeout=300)
+        _, err = w.communicate(timeout=1200)  # a hang guard: the pair takes ~1-2 min
         assert w.returncode == 0, err[-3000:]
     ts = trials(postgres_url)
     assert_each_split_once(ts, 8)
@@ -275,6 +280,19 @@ def test_a_worker_creates_the_tables_of_an_empty_database_only_under_the_lock(tm
     assert "studies" in sqlalchemy.inspect(engine).get_table_names()
 
 
+def _processes_naming(word: str) -> list[int]:
+    """PIDs of the live processes whose command line contains ``word`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and word in (entry / "cmdline").read_bytes().decode(errors="replace") \
+                    and (entry / "stat").read_text().split(") ")[-1][0] != "Z":
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
 @pytest.mark.slow
 def test_a_killed_worker_leaves_its_trial_failed_and_it_is_retried(tmp_path, postgres_url):
     study = write_study(tmp_path / "study.yaml", storage=postgres_url, n_trials=1, sampler={"name": "tpe", "seed": 3},
@@ -287,8 +305,14 @@ def test_a_killed_worker_leaves_its_trial_failed_and_it_is_retried(tmp_path, pos
     while not (tmp_path / "sweep" / "trials" / "trial_0000" / "metrics.csv").exists():  # training has begun
         assert a.poll() is None and time.monotonic() < deadline
         time.sleep(0.5)
+    trial_dir = str(tmp_path / "sweep" / "trials" / "trial_0000")
+    assert _processes_naming(trial_dir)  # the trial's fit runs as the worker's child
     a.send_signal(signal.SIGKILL)
     a.wait()
+    deadline = time.monotonic() + 60
+    while _processes_naming(trial_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_naming(trial_dir)  # the worker's death took its trial down (no orphan training)
     (killed,) = trials(postgres_url)
     assert killed.state == optuna.trial.TrialState.RUNNING
     # worker B (another machine) waits for the heartbeat to go stale, then runs the retry
@@ -305,7 +329,7 @@ def _pruning_study(path: Path) -> Path:
                        pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
                        search_space={"model.lr": {"type": "float", "low": 1e-7, "high": 0.1, "log": True}},
                        enqueue=[{"model.lr": 0.01}, {"model.lr": 1e-7}],  # a good trial, then a bad one
-                       overrides={"trainer.max_epochs": 4, "trainer.limit_train_batches": 10}, trial_timeout=240)
+                       overrides={"trainer.max_epochs": 4, "trainer.limit_train_batches": 10}, trial_timeout=600)
 
 
 def _assert_bad_lr_pruned(sweep_dir: Path) -> None:

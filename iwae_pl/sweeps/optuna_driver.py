@@ -18,7 +18,6 @@ worker, and Optuna's GridSampler gives trial number i the i-th point of its (see
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -169,13 +168,18 @@ def budget_used(trials) -> int:
 
 
 # --- one trial ------------------------------------------------------------------------------------
-def _die_with_parent() -> None:
-    """In the trial process (Linux): get SIGKILL when the worker dies, so that a killed worker
-    leaves no orphan training behind (its trial then goes stale and is retried)."""
-    with contextlib.suppress(Exception):
+def _death_signal():
+    """A function for ``preexec_fn`` (Linux): the trial process gets SIGKILL when the worker dies, so
+    that a killed worker leaves no orphan training behind (its trial then goes stale and is retried).
+    libc is looked up here, in the worker: between fork and exec (where the worker's heartbeat thread
+    may hold locks) the child only makes the one call. None where prctl is not available."""
+    try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _last_error(log: Path) -> str:
@@ -218,7 +222,7 @@ def run_trial(trial, spec: StudySpec, sweep_dir: Path, address: str, trial_args:
     log = run_dir / "fit.log"
     with open(log, "w") as out:
         # its own process group: a timeout ends every DDP rank the trial started, not only rank 0
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_death_signal(),
                                 start_new_session=True)
         try:
             code = proc.wait(timeout=spec.trial_timeout)
