@@ -65,6 +65,8 @@ def _imports(path: Path) -> set[str]:
     ("model", ("iwae_pl.lightning", "iwae_pl.diagnostics", "iwae_pl.data", "iwae_pl.runs")),
     ("fast", ("iwae_pl.lightning", "iwae_pl.diagnostics", "iwae_pl.data", "iwae_pl.runs")),
     ("diagnostics", ("iwae_pl.lightning", "iwae_pl.data", "iwae_pl.runs")),
+    ("lightning", ("iwae_pl.runs", "iwae_pl.cli", "iwae_pl.sweeps", "iwae_pl.report")),
+    ("lightning/callbacks", ("iwae_pl.runs", "iwae_pl.cli", "iwae_pl.sweeps", "iwae_pl.report")),
     ("runs", ("iwae_pl.cli", "iwae_pl.sweeps", "iwae_pl.report")),  # the command line sits on top of runs
     ("sweeps", ("iwae_pl.cli", "iwae_pl.report")),
     ("report", ("iwae_pl.cli", "iwae_pl.sweeps")),

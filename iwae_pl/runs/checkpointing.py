@@ -202,6 +202,14 @@ class LastCheckpoint(Callback):
         writer.metrics_keys = header.rstrip("\r\n").split(",")
         self._old_rows = None
 
+    def last_good(self) -> str:
+        """For the NaN guard's message: where the last good state is, and the state refused, if any."""
+        if self.path is None or not self.path.is_file():
+            return "no checkpoint was written before it"
+        refused = f"; the step-{self.refused_step} state was not finite and was not written" \
+            if self.refused_step is not None else ""
+        return f"last good checkpoint: {self.path}{refused}"
+
     # --- when ---------------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.every_n_steps is None or trainer.global_step % self.every_n_steps:

@@ -94,15 +94,10 @@ class FiniteGuard(Callback):
 
     @staticmethod
     def _last_good(trainer) -> str:
-        # imported here: the runs package builds on the callbacks
-        from ...runs.checkpointing import LastCheckpoint
-
-        last = next((cb for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None)
-        if last is None or last.path is None or not last.path.is_file():
-            return "no checkpoint was written before it"
-        refused = f"; the step-{last.refused_step} state was not finite and was not written" \
-            if last.refused_step is not None else ""
-        return f"last good checkpoint: {last.path}{refused}"
+        """What the run's checkpointing callback says of the last good state (``last_good()``: the
+        runs package's LastCheckpoint, which builds on this module, so it is found by that method)."""
+        return next((cb.last_good() for cb in trainer.callbacks if callable(getattr(cb, "last_good", None))),
+                    "no checkpoint was written before it")
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.state.fn != "fit":
