@@ -212,12 +212,10 @@ class IWAEModule(pl.LightningModule):
     def nonfinite_points(self, stage: str) -> dict[str, int]:
         """{metric: number of points with a non-finite value} of the last ``stage`` epoch, over all
         processes (a collective under DDP: every process calls it, as the callers do)."""
-        k = self.hparams.val_k if stage == "val" else self.hparams.test_k
-        names = ("bound", "nll") if k > 0 else ("bound",)  # the same on every rank, batches or not
-        with warnings.catch_warnings():  # a process without points still joins the sum (its count is 0)
+        with warnings.catch_warnings():  # a metric without updates (nll at k = 0) still joins the sum: 0
             warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method")
-            counts = {name: int(self.nonfinite[f"{stage}_{name}"].compute()) for name in names}
-        return {f"{stage}/{name}": n for name, n in counts.items() if n > 0}
+            counts = {name: int(metric.compute()) for name, metric in self._stage_counts(stage)}
+        return {name.replace("_", "/", 1): n for name, n in counts.items() if n > 0}
 
     def on_validation_epoch_start(self) -> None:
         self._reset_nonfinite("val")
@@ -226,9 +224,11 @@ class IWAEModule(pl.LightningModule):
         self._reset_nonfinite("test")
 
     def _reset_nonfinite(self, stage: str) -> None:
-        for name, metric in self.nonfinite.items():
-            if name.startswith(f"{stage}_"):
-                metric.reset()
+        for _, metric in self._stage_counts(stage):
+            metric.reset()
+
+    def _stage_counts(self, stage: str) -> list[tuple[str, SumMetric]]:
+        return [(name, metric) for name, metric in self.nonfinite.items() if name.startswith(f"{stage}_")]
 
     def on_predict_start(self) -> None:
         check_int("model.test_k (samples per point of predict's L_k)", self.hparams.test_k, 1)
