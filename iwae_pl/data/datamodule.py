@@ -298,18 +298,17 @@ class BinarizedDataModule(pl.LightningDataModule):
         return BinaryDataset(dataset.data[:n], dataset.seed)
 
     def split_dataset(self, split: str) -> Dataset:
-        """The dataset the ``split`` loader (train, val, test) serves, without building a loader: a new
-        train loader replaces the sampler whose position the checkpoints save."""
+        """The dataset the ``split`` loader (train, val, test) serves; callbacks take it without building
+        a loader (a new train loader replaces the sampler whose position the checkpoints save)."""
         return self._dataset("train") if split == "train" else self._limited(split, split)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool, limit: str | None = None) -> DataLoader:
-        dataset = self._dataset(split) if limit is None else self._limited(split, limit)
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         # A seeded shuffle: the order does not depend on the global RNG.
         generator = sampler = None
         if shuffle:
             generator = rng.generator(self.seed, "shuffle")
             sampler = ResumableRandomSampler(len(dataset), generator)
-        elif limit is not None and self._world_size() > 1:
+        elif self._world_size() > 1:
             sampler = ShardSampler(dataset, self._world_size(), self._global_rank())
         return DataLoader(
             dataset,
@@ -352,17 +351,17 @@ class BinarizedDataModule(pl.LightningDataModule):
             self._sampler.load_state_dict(state.pop("shuffle"))
 
     def train_dataloader(self) -> DataLoader:
-        loader = self._loader("train", self.batch_size, shuffle=True)
+        loader = self._loader(self.split_dataset("train"), self.batch_size, shuffle=True)
         self._sampler = loader.sampler  # the one whose position state_dict saves
         self._apply_pending_state()
         return loader
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False, limit="val")
+        return self._loader(self.split_dataset("val"), self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False, limit="test")
+        return self._loader(self.split_dataset("test"), self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         """The test set, in order."""
-        return self._loader("test", self.eval_batch_size, shuffle=False, limit="predict")
+        return self._loader(self._limited("test", "predict"), self.eval_batch_size, shuffle=False)
