@@ -46,6 +46,14 @@ def default_max_rows(net: IWAENetwork, device: torch.device) -> int:
     return min(CPU_MAX_ROWS, max(BLOCK, CPU_PASS_ELEMENTS // widest))
 
 
+def _pass_sizes(net: IWAENetwork, x: Tensor, k: int, points: int, chunk: int | None,
+                max_rows: int | None) -> tuple[int, int]:
+    """(chunk, max_rows), checked, with the defaults for those not given (``points``: data points per
+    pass, for ``auto_chunk``)."""
+    max_rows = check_int("max_rows", default_max_rows(net, x.device) if max_rows is None else max_rows)
+    return (auto_chunk(points, k, max_rows) if chunk is None else check_int("chunk", chunk)), max_rows
+
+
 def auto_chunk(batch_size: int, k: int, max_rows: int = CPU_MAX_ROWS) -> int:
     """Samples per data point per chunk: as many as fit in max_rows, a multiple of the noise BLOCK
     (at least one BLOCK: smaller chunks would draw each noise block more than once)."""
@@ -79,12 +87,11 @@ def log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k: int = 5000, *,
         the threading or the rest of the batch (up to float rounding).
     """
     k = check_int("k", k)
-    max_rows = check_int("max_rows", default_max_rows(net, x.device) if max_rows is None else max_rows)
     threads = min(torch.get_num_threads(), x.shape[0]) if x.device.type == "cpu" else 1
     if threads_over_points and threads > 1:
-        chunk = auto_chunk(1, k, max_rows) if chunk is None else check_int("chunk", chunk)
+        chunk, max_rows = _pass_sizes(net, x, k, 1, chunk, max_rows)
         return _over_threads(threads, net, x, index, k, seed, chunk, max_rows, keep)
-    chunk = auto_chunk(x.shape[0], k, max_rows) if chunk is None else check_int("chunk", chunk)
+    chunk, max_rows = _pass_sizes(net, x, k, x.shape[0], chunk, max_rows)
     return _log_sum_weights(net, x, index, 0, k, seed, chunk, max_rows, keep) - math.log(k)
 
 
@@ -131,8 +138,7 @@ def sample_parallel_log_likelihood(net: IWAENetwork, x: Tensor, index: Tensor, k
     network path. For few points and large k, where splitting the points would leave processes idle."""
     k = check_int("k", k)
     rank, world = (dist.get_rank(group), dist.get_world_size(group)) if dist.is_initialized() else (0, 1)
-    max_rows = check_int("max_rows", default_max_rows(net, x.device) if max_rows is None else max_rows)
-    chunk = auto_chunk(x.shape[0], k, max_rows) if chunk is None else check_int("chunk", chunk)
+    chunk, max_rows = _pass_sizes(net, x, k, x.shape[0], chunk, max_rows)
     start, stop = rank * k // world, (rank + 1) * k // world
     partial = _log_sum_weights(net, x, index, start, stop, seed, chunk, max_rows)
     return distributed_logsumexp(partial, group) - math.log(k)
