@@ -151,7 +151,7 @@ def download(remote: RemoteFile, dest_dir: str | os.PathLike) -> Path:
         try:
             _download_one(url, remote, target)
             return target
-        except _AttemptFailed as e:
+        except DownloadFailed as e:
             failures.append(f"{url}: {e}")
     raise DataError(f"could not download {remote.name} into {dest_dir}: " + "; ".join(failures))
 
@@ -162,7 +162,7 @@ def _writable(directory: Path) -> bool:
     return os.access(directory, os.W_OK) and bool(stat.S_IMODE(directory.stat().st_mode) & 0o222)
 
 
-class _AttemptFailed(Exception):
+class DownloadFailed(Exception):
     """One mirror failed; the next one is tried."""
 
 
@@ -170,7 +170,7 @@ def _download_one(url: str, remote: RemoteFile, target: Path) -> None:
     def verify(tmp: Path) -> None:
         problem = _mismatch(tmp, remote)
         if problem is not None:
-            raise _AttemptFailed(f"checksum mismatch, {problem}")
+            raise DownloadFailed(f"checksum mismatch, {problem}")
 
     try:
         download_atomically(url, target, verify)
@@ -189,7 +189,7 @@ def download_atomically(url: str, target: Path, verify: Callable[[Path], None]) 
 
     Raises:
         CannotWrite: no temporary file can be created in the target's directory.
-        _AttemptFailed: a network error, a short body, or a write error.
+        DownloadFailed: a network error, a short body, or a write error.
         Whatever ``verify`` raises.
     """
     try:
@@ -203,12 +203,12 @@ def download_atomically(url: str, target: Path, verify: Callable[[Path], None]) 
             out.flush()
             os.fsync(out.fileno())
         if expected is not None and received != expected:
-            raise _AttemptFailed(f"incomplete download, received {received} of {expected} bytes")
+            raise DownloadFailed(f"incomplete download, received {received} of {expected} bytes")
         verify(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; downloaded files are meant to be shared
         os.replace(tmp, target)
     except OSError as e:
-        raise _AttemptFailed(f"cannot write {target}: {e}") from e
+        raise DownloadFailed(f"cannot write {target}: {e}") from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -227,11 +227,11 @@ def _stream(url: str, out) -> tuple[int, int | None]:
                 received += len(chunk)
             return received, expected
     except urllib.error.HTTPError as e:
-        raise _AttemptFailed(f"HTTP {e.code} {e.reason}") from e
+        raise DownloadFailed(f"HTTP {e.code} {e.reason}") from e
     except urllib.error.URLError as e:
-        raise _AttemptFailed(f"network error ({e.reason})") from e
+        raise DownloadFailed(f"network error ({e.reason})") from e
     except (http.client.HTTPException, OSError) as e:  # IncompleteRead, reset, timeout
-        raise _AttemptFailed(f"network error ({type(e).__name__}: {e})") from e
+        raise DownloadFailed(f"network error ({type(e).__name__}: {e})") from e
 
 
 def find_local(remote: RemoteFile, search_dirs: Iterable[str | os.PathLike]) -> Path | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..data.download import CannotWrite, _AttemptFailed, download_atomically, file_checksum
+from ..data.download import CannotWrite, DownloadFailed, download_atomically, file_checksum
 from ..errors import DataError
 
 ENV_CACHE = "IWAE_PL_CACHE_DIR"
@@ -104,7 +104,7 @@ def fetch_checkpoint(url: str, directory: str | os.PathLike | None = None) -> tu
         download_atomically(clean, target, verify)
     except (OSError, CannotWrite) as e:
         raise CheckpointError(f"cannot write to {target_dir} to download ckpt_path {url}: {e}") from None
-    except _AttemptFailed as e:
+    except DownloadFailed as e:
         raise CheckpointError(f"ckpt_path {url}: {e}") from None
     return target, loaded
 
