@@ -50,6 +50,9 @@ class IWAECLI(LightningCLI):
     every setting before building anything, and resolves ``--ckpt_path`` (see the module docstring)."""
 
     def __init__(self, *args, **kwargs) -> None:
+        argv = kwargs.get("args")
+        if isinstance(argv, (list, tuple)):  # once, before the parser (which re-parses on --ckpt_path)
+            _refuse_optimizer_settings(argv, preflight.check_config_files(argv))
         self._held = preflight.HeldChatter()
         with self._held:  # released once the settings are valid (_run_subcommand, or here with run=False)
             super().__init__(*args, **kwargs)
@@ -66,9 +69,7 @@ class IWAECLI(LightningCLI):
 
     # --- settings, before anything is built -------------------------------------------------------
     def parse_arguments(self, parser, args) -> None:
-        if isinstance(args, (list, tuple)) and getattr(self, "_args", None) is None:  # once (not on the re-parse)
-            _refuse_optimizer_settings(args, preflight.check_config_files(args))
-        self._args = args
+        self._args = args  # _parse_ckpt_path parses them again under the checkpoint's settings
         try:
             # make_cli always passes the arguments on purpose; Lightning warns when sys.argv is not empty too.
             with warnings.catch_warnings():
@@ -143,8 +144,9 @@ class IWAECLI(LightningCLI):
             self.config_init[subcommand]["weights_only"] = True  # checkpoints are data
         try:
             super()._run_subcommand(subcommand)
-        except NonFiniteError as e:
+        except NonFiniteError as e:  # training (FiniteGuard) or an evaluation metric (_finish): recorded once
             self._record(subcommand, stopped=str(e))
+            self._print_summary()
             raise
 
     def _record(self, subcommand: str, stopped: str = "") -> None:
@@ -171,18 +173,15 @@ class IWAECLI(LightningCLI):
             print(self.result.format_summary(), flush=True)
 
     def _finish(self, subcommand: str, stage: str | None = None) -> None:
-        """Record the command's outcome in summary.json, print it, and fail the command (exit 3) when a
-        reported ``stage`` metric saw a non-finite point (after recording it)."""
+        """Record the command's outcome in summary.json and print it; when a reported ``stage`` metric saw
+        a non-finite point, fail the command instead (exit 3; ``_run_subcommand`` records and prints it)."""
         counts = self.model.nonfinite_points(stage) if stage and hasattr(self.model, "nonfinite_points") else {}
-        message = ""
         if counts:
             what = ", ".join(f"{name} is not finite ({n} points gave a non-finite value)"
                              for name, n in sorted(counts.items()))
-            message = f"{stage}: {what}; a mean is never taken over the finite points only"
-        self._record(subcommand, stopped=message)
+            raise NonFiniteError(f"{stage}: {what}; a mean is never taken over the finite points only")
+        self._record(subcommand)
         self._print_summary()
-        if message:
-            raise NonFiniteError(message)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
