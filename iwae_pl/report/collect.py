@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ..runs.result import SUMMARY, RunResult, read_curves, run_dirs
+from ..runs.result import RunResult, read_curves, run_dirs, test_pass_dirs
 from .experiments import MANIFEST, RUN_INFO
 
 @dataclass
@@ -107,13 +107,8 @@ def load_run(directory: Path) -> Run:
     hidden1 = tuple(int(h) for h in layers[0].get("hidden", (200, 200)))
     objective = str(model.get("objective", "iwae"))
     M, K = int(model.get("M", 1) or 1), int(model.get("K", 1) or 1)
-    extra = {}
-    for sub in sorted(directory.glob("test_k*")):
-        sub_summary = sub / SUMMARY
-        if sub_summary.exists() and sub.name[len("test_k"):].isdigit():
-            nll = RunResult.load(sub).metrics.get("test/nll")
-            if nll is not None:
-                extra[int(sub.name[len("test_k"):])] = nll
+    extra = {k: nll for k, sub in test_pass_dirs(directory).items()
+             if (nll := RunResult.load(sub).metrics.get("test/nll")) is not None}
     figure_dir = directory / "figures"
     return Run(
         path=directory, name=str(info.get("name", directory.name)), experiment=str(info.get("experiment", "")),

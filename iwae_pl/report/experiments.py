@@ -40,7 +40,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from ..errors import ConfigError, DataError
-from ..runs.result import SUMMARY, RunResult
+from ..runs.result import SUMMARY, RunResult, test_pass_dir
 
 ATTRIBUTES = ("objective", "M", "K", "beta", "estimator", "arch", "dataset", "seed", "epochs")
 _MODEL_KEYS = ("objective", "M", "K", "beta", "estimator")
@@ -375,7 +375,7 @@ def _execute_one(spec: RunSpec, directory: Path, out, status: dict[str, str], dr
         echo(f"[skip] {spec.name}: complete ({directory / SUMMARY})")
         state = "skipped"
     for k in spec.extra_test_k:
-        sub = directory / f"test_k{k}"
+        sub = test_pass_dir(directory, k)
         if is_complete(sub):
             continue
         test_argv = [sys.executable, "-m", "iwae_pl", "test", "--config", str(directory / "config.yaml"),

@@ -111,13 +111,27 @@ class RunResult:
         return cls(**data)
 
 
+TEST_PASS = "test_k"  # <run_dir>/test_k<k>/: an extra test pass of the run with test_k = k
+
+
+def test_pass_dir(run_dir: str | os.PathLike, k: int) -> Path:
+    """Where the extra test pass of ``run_dir`` with ``test_k = k`` logs (its own summary.json)."""
+    return Path(run_dir) / f"{TEST_PASS}{k}"
+
+
+def test_pass_dirs(run_dir: str | os.PathLike) -> dict[int, Path]:
+    """k -> directory of every extra test pass inside ``run_dir`` that has its summary.json."""
+    return {int(d.name[len(TEST_PASS):]): d for d in sorted(Path(run_dir).glob(f"{TEST_PASS}*"))
+            if d.name[len(TEST_PASS):].isdigit() and (d / SUMMARY).exists()}
+
+
 def run_dirs(root: str | os.PathLike) -> list[Path]:
     """Every run directory below ``root`` (a folder with summary.json), in sorted order, except the
-    extra test passes inside a run (``<run>/test_k*``), which belong to their run."""
+    extra test passes inside a run (``test_pass_dir``), which belong to their run."""
     found = []
     for summary in sorted(Path(root).rglob(SUMMARY)):
         directory = summary.parent
-        if not (directory.name.startswith("test_k") and (directory.parent / SUMMARY).exists()):
+        if not (directory.name.startswith(TEST_PASS) and (directory.parent / SUMMARY).exists()):
             found.append(directory)
     return found
 
