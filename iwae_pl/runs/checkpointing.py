@@ -202,10 +202,11 @@ class LastCheckpoint(Callback):
         writer.metrics_keys = header.rstrip("\r\n").split(",")
         self._old_rows = None
 
-    def last_good(self) -> str:
-        """For the NaN guard's message: where the last good state is, and the state refused, if any."""
+    def last_good(self) -> str | None:
+        """For the NaN guard's message: where the last good state is and the state refused, if any;
+        None before the first checkpoint."""
         if self.path is None or not self.path.is_file():
-            return "no checkpoint was written before it"
+            return None
         refused = f"; the step-{self.refused_step} state was not finite and was not written" \
             if self.refused_step is not None else ""
         return f"last good checkpoint: {self.path}{refused}"

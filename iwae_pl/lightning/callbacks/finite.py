@@ -96,8 +96,8 @@ class FiniteGuard(Callback):
     def _last_good(trainer) -> str:
         """What the run's checkpointing callback says of the last good state (``last_good()``: the
         runs package's LastCheckpoint, which builds on this module, so it is found by that method)."""
-        return next((cb.last_good() for cb in trainer.callbacks if callable(getattr(cb, "last_good", None))),
-                    "no checkpoint was written before it")
+        said = next((cb.last_good() for cb in trainer.callbacks if callable(getattr(cb, "last_good", None))), None)
+        return said or "no checkpoint was written before it"
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.state.fn != "fit":
