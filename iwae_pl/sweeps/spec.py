@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from ..errors import ConfigError, check_choice, check_float, check_int
 from ..runs.preflight import read_settings
@@ -178,13 +177,9 @@ def _named(where: str, raw: Any, choices: tuple[str, ...], default: str) -> dict
 def load_spec(path: str | Path) -> StudySpec:
     """Read and check a study file; ``base_config`` paths are relative to the study file."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"study file {str(path)!r} does not exist") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"study file {str(path)!r} is not valid YAML: {str(err).splitlines()[0]}") from None
-    return parse_spec(raw, path.parent)
+    if not path.is_file():
+        raise ConfigError(f"study file {str(path)!r} does not exist")
+    return parse_spec(read_settings(path, f"study file {str(path)!r}"), path.parent)
 
 
 def parse_spec(raw: Any, root: Path = Path(".")) -> StudySpec:
