@@ -55,7 +55,7 @@ class PostgresServer:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="iwae_pl_pg_"))
         self.data = self.root / "data"
-        self.port = 0  # chosen when the server starts (a port picked earlier may be taken by then)
+        self.port = 0  # chosen in start(): a port picked earlier may be taken by then
         self._as = []
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
@@ -78,7 +78,6 @@ class PostgresServer:
             except subprocess.CalledProcessError:
                 if attempt == attempts - 1:
                     raise
-        return self
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"

@@ -3,16 +3,13 @@ run directory records the test metrics once (rank 0)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from test_ddp_eval import torchrun
+from test_ddp_eval import ROOT, ddp_env, torchrun
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
@@ -40,14 +37,13 @@ def test_non_finite_points_on_both_ranks_are_counted_once_over_all_and_stop_ever
 
     Lightning's own launcher (rank 1 a child of rank 0), not torchrun: torchrun terminates the other
     rank as soon as one exits, which can cut its line; here the pipe stays open until both have ended."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "iwae_pl", subcommand, "--config", "sweeps/quickstart.yaml",
            "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu",
            "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "1", "--trainer.num_sanity_val_steps", "0",
            "--trainer.limit_train_batches", "3", "--trainer.enable_progress_bar", "false",
            "--trainer.logger.init_args.save_dir", str(tmp_path), "--model.val_k", "5", "--model.test_k", "5",
            "--data.limit_val", "50", "--trainer.callbacks+=faults.NaNPoints", "--trainer.callbacks.indices=[0, 1, 2]"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=ROOT, env=ddp_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, proc.stderr[-4000:]
     if subcommand == "validate":
         line = "val: val/nll is not finite (3 points gave a non-finite value)"
