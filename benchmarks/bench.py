@@ -57,6 +57,7 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from workloads import adam_step, batches, mnist, optimizer, test_split  # noqa: E402
 B = 20
 WORKER_FLAG = "--_eval-worker"
 SECTIONS = ("peak", "train", "flush", "pythae", "lightning", "eval")
@@ -177,8 +178,7 @@ def measure_peak(ctx, label: str) -> dict:
 
 def read_test_subset(data_dir: Path, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """n evenly spaced points of the binarized-MNIST test split (all 10,000 if n is None), and their indices."""
-    with np.load(data_dir / "binarized_mnist" / "binarized_mnist_uint8.npz") as z:
-        test = z["test"]
+    test = test_split(data_dir)
     idx = np.arange(len(test)) if n is None else np.linspace(0, len(test) - 1, n).round().astype(np.int64)
     return torch.from_numpy(test[idx].astype(np.float32)), torch.from_numpy(idx)
 
@@ -189,18 +189,13 @@ class Ctx:
 
     def __init__(self, args):
         import iwae_pl
-        from iwae_pl.data import BinarizedDataModule
         self.args, self.pkg, self.settings = args, iwae_pl, Settings(args)
-        self.dm = BinarizedDataModule(dataset="binarized_mnist", data_dir=str(args.data_dir), batch_size=B,
-                                      seed=0, download=False)
-        self.dm.setup("fit")
+        self.dm = mnist(args.data_dir, B)
         self.tmp = Path(tempfile.mkdtemp(prefix="iwae_bench_"))
         self.states: dict[str, dict] = {}
 
     def batches(self):
-        while True:
-            for x, _ in self.dm.train_dataloader():
-                yield x.to(self.settings.device)
+        return batches(self.dm, self.settings.device)
 
     def net(self, layers: str = "2", warm: bool = True):
         pkg = self.pkg
@@ -224,26 +219,8 @@ class Ctx:
         return self.states[layers]
 
 
-def optimizer(params):
-    """The optimizer of IWAEModule.configure_optimizers, for every variant alike."""
-    from iwae_pl.lightning.module import adam
-    return adam([{"params": params}], lr=1e-3, betas=(0.9, 0.999), eps=1e-4)
-
-
-def training_step(loss_fn, params, settings: Settings):
-    opt = optimizer(params)
-
-    def step(x):
-        with settings.autocast():
-            loss = loss_fn(x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return step
-
-
 def project_step(net, objective, settings):
-    return training_step(lambda x: -objective.estimate(net, x).surrogate.mean(), net.parameters(), settings)
+    return adam_step(lambda x: -objective.estimate(net, x).surrogate.mean(), net.parameters(), settings.autocast)
 
 
 def make_project(ctx, layers="2", M=1, K=50, warm=True):
@@ -254,13 +231,13 @@ def make_project(ctx, layers="2", M=1, K=50, warm=True):
 def make_naive(ctx, layers="2", M=1, K=50, warm=True):
     from naive import NaiveIWAE
     model = NaiveIWAE(ctx.net(layers, warm).cpu()).to(ctx.settings.device)
-    return training_step(lambda x: model.loss(x, M, K), model.parameters(), ctx.settings)
+    return adam_step(lambda x: model.loss(x, M, K), model.parameters(), ctx.settings.autocast)
 
 
 def make_pythae(ctx, K=50, warm=True):
     from peers import pythae_iwae
     model = pythae_iwae(ctx.net("1", warm).cpu(), K).to(ctx.settings.device)
-    return training_step(lambda x: model({"data": x}).loss, model.parameters(), ctx.settings)
+    return adam_step(lambda x: model({"data": x}).loss, model.parameters(), ctx.settings.autocast)
 
 
 @contextlib.contextmanager

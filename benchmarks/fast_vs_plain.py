@@ -19,15 +19,13 @@ import time
 from pathlib import Path
 
 import torch
-from workloads import DATA, test_points, training_step
+from workloads import mnist, test_points, training_step
 
 import iwae_pl
 
 
 def training(layers, rounds: int = 12, steps: int = 24) -> dict:
-    from iwae_pl.data import BinarizedDataModule
-    dm = BinarizedDataModule(dataset="binarized_mnist", data_dir=str(DATA), batch_size=20, seed=0, download=False)
-    dm.setup("fit")
+    dm = mnist()
     variants = {"fast": training_step(layers, fast=True, dm=dm), "plain": training_step(layers, fast=False, dm=dm)}
     return alternate(variants, rounds, steps, warm=50)
 
