@@ -108,8 +108,10 @@ def test_non_finite_test_points_fail_the_command(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         main(["test", *BASE, "--data.eval_batch_size", "100",
               "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")])
-    err = capsys.readouterr().err.strip()
+    out, err = capsys.readouterr()
+    err = err.strip()
     assert info.value.code == 3 and err.count("\n") == 0, err
+    assert "iwae_pl test finished (test: test/nll is not finite (16 points" in out  # the summary says why
     assert "test: test/nll is not finite (16 points gave a non-finite value)" in err and "bound" not in err, err
     summary = RunResult.load(tmp_path / "logs" / "quickstart" / "version_1")
     assert math.isnan(summary.metrics["test/nll"]) and math.isfinite(summary.metrics["test/bound"])
